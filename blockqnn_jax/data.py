@@ -1,0 +1,238 @@
+"""Image-classification datasets held in memory as NumPy arrays, and their augmentation.
+
+Every child network of a search trains on the same arrays, so a dataset is decoded once
+per process (memoized) and kept whole in host memory; batches are sliced from it. The
+validation split that gives the search its reward is carved from the training split with
+a fixed permutation, so every run and seed scores children on the same images and the
+test split stays untouched.
+
+``config.dataset`` is 'digits' (scikit-learn's bundled 8x8 digits), 'synthetic' (random
+CIFAR-shaped data) or a TFDS name such as 'cifar10'. TFDS is imported only for TFDS names,
+so the first two work on machines without it.
+"""
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Fixed seeds: the splits and the synthetic data are part of the dataset, not of a run.
+_SPLIT_SEED = 0
+_SYNTHETIC_SEED = 0
+_DIGITS_TEST_EXAMPLES = 297
+_DECODE_BATCH = 4096  # records per __getitems__ call: amortizes the per-call overhead
+
+
+class DatasetNotFoundError(ValueError):
+  """A TFDS dataset that is not prepared where TFDS was told to look."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """Images (uint8, N x H x W x C) and int32 labels of the three splits."""
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  validation_images: np.ndarray
+  validation_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  name: str
+
+  @property
+  def image_shape(self) -> tuple:
+    return self.train_images.shape[1:]
+
+
+def load_dataset(config) -> Dataset:
+  """The dataset `config.dataset` names, with validation carved from train."""
+  check_dataset(config)
+  train_images, train_labels, test_images, test_labels, num_classes = _load_splits(config)
+  order = np.random.default_rng(_SPLIT_SEED).permutation(len(train_labels))
+  validation, train = order[:config.validation_examples], order[config.validation_examples:]
+  if config.max_train_examples:
+    train = train[:config.max_train_examples]
+  return Dataset(
+      train_images=train_images[train],
+      train_labels=train_labels[train],
+      validation_images=train_images[validation],
+      validation_labels=train_labels[validation],
+      test_images=test_images,
+      test_labels=test_labels,
+      num_classes=num_classes,
+      name=config.dataset)
+
+
+def check_dataset(config) -> None:
+  """Fails fast, without decoding a TFDS dataset, if `config` cannot give a dataset."""
+  validation_examples = config.validation_examples
+  if validation_examples < 0:
+    raise ValueError(f'validation_examples={validation_examples} must be >= 0')
+  if config.max_train_examples < 0:
+    raise ValueError(
+        f'max_train_examples={config.max_train_examples} must be >= 0 (0 = all)')
+  train_examples = _num_train_examples(config)
+  if validation_examples >= train_examples:
+    raise ValueError(
+        f'validation_examples={validation_examples} must be less than the '
+        f'{train_examples} training examples of {config.dataset}')
+
+
+def normalization(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std (float32, 0-255 scale) of the training images."""
+  channels = dataset.train_images.shape[-1]
+  mean, std = np.empty(channels, np.float32), np.empty(channels, np.float32)
+  values = np.arange(256, dtype=np.float64)
+  for c in range(channels):
+    # A histogram of the uint8 values gives exact moments with no float copy of the images.
+    counts = np.bincount(dataset.train_images[..., c].ravel(), minlength=256)
+    c_mean = counts @ values / counts.sum()
+    mean[c] = c_mean
+    std[c] = np.sqrt(counts @ (values - c_mean) ** 2 / counts.sum())
+  return mean, std
+
+
+def augment(rng: jax.Array, images: jax.Array) -> jax.Array:
+  """Random crop of the zero-padded images and random horizontal flip, per image.
+
+  The padding is an eighth of the image size (4 pixels for 32x32), the standard CIFAR
+  augmentation; it runs inside the jitted train step, so it is pure jax.numpy.
+  """
+  if images.ndim != 4:
+    raise ValueError(f'augment takes N x H x W x C images, got shape {images.shape}')
+  n, height, width, channels = images.shape
+  pad_h, pad_w = height // 8, width // 8
+  crop_rng, flip_rng = jax.random.split(rng)
+  offsets = jax.random.randint(
+      crop_rng, (n, 2), 0, jnp.array([2 * pad_h + 1, 2 * pad_w + 1]))
+  flips = jax.random.bernoulli(flip_rng, 0.5, (n,))
+  padded = jnp.pad(images, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+
+  def crop_and_flip(image, offset, flip):
+    crop = jax.lax.dynamic_slice(
+        image, (offset[0], offset[1], 0), (height, width, channels))
+    return jnp.where(flip, crop[:, ::-1], crop)
+
+  return jax.vmap(crop_and_flip)(padded, offsets, flips)
+
+
+def _num_train_examples(config):
+  """Size of the train split before validation is carved; digits and synthetic are cheap."""
+  if config.dataset in ('digits', 'synthetic'):
+    return len(_load_splits(config)[1])
+  builder = _tfds_builder(config.dataset, _tfds_data_dir(config))
+  return builder.info.splits['train'].num_examples
+
+
+def _load_splits(config):
+  """(train_images, train_labels, test_images, test_labels, num_classes)."""
+  if config.dataset == 'digits':
+    return _digits()
+  if config.dataset == 'synthetic':
+    return _synthetic()
+  data_dir = _tfds_data_dir(config)
+  builder = _tfds_builder(config.dataset, data_dir)
+  return (*_tfds_split(config.dataset, data_dir, 'train'),
+          *_tfds_split(config.dataset, data_dir, 'test'),
+          builder.info.features['label'].num_classes)
+
+
+@functools.cache
+def _digits():
+  """scikit-learn's 1,797 8x8 digits: 1,500 train, 297 test, scaled to uint8."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
+  test, train = order[:_DIGITS_TEST_EXAMPLES], order[_DIGITS_TEST_EXAMPLES:]
+  return (*_read_only(images[train], labels[train], images[test], labels[test]), 10)
+
+
+@functools.cache
+def _synthetic(train_examples=50_000, test_examples=10_000, num_classes=10):
+  """Random 32x32x3 images whose mean colour depends on the label, so they are learnable."""
+  rng = np.random.default_rng(_SYNTHETIC_SEED)
+  colours = rng.integers(0, 128, (num_classes, 3), dtype=np.uint8)
+
+  def split(n):
+    labels = rng.integers(0, num_classes, n, dtype=np.int32)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # full range: fast
+    images >>= 1
+    images += colours[labels][:, None, None, :]
+    return images, labels
+
+  return (*_read_only(*split(train_examples), *split(test_examples)), num_classes)
+
+
+def _tfds_data_dir(config):
+  """config.data_dir, else $TFDS_DATA_DIR, else None (TFDS's own default)."""
+  return config.data_dir or os.environ.get('TFDS_DATA_DIR') or None
+
+
+def _import_tfds():
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "TFDS datasets need 'pip install tensorflow-datasets array_record'; "
+        "'digits' and 'synthetic' work without it") from e
+  return tfds
+
+
+def _tfds_builder(name, data_dir):
+  """The builder of a prepared TFDS image-classification dataset; never downloads."""
+  tfds = _import_tfds()
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError as e:
+    raise DatasetNotFoundError(
+        f"Unknown dataset '{name}': use 'digits', 'synthetic' or a TFDS dataset name") from e
+  root = builder.data_dir_root
+  if not builder.is_prepared():
+    raise DatasetNotFoundError(
+        f"TFDS dataset '{name}' is not prepared in {root}: prepare it on a machine with "
+        f"internet (and TensorFlow) with python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{name}', data_dir='{root}').download_and_prepare()\", or point "
+        f"config.data_dir or $TFDS_DATA_DIR at a directory that holds it")
+  features = builder.info.features
+  if not ('image' in features and isinstance(features['image'], tfds.features.Image) and
+          'label' in features and isinstance(features['label'], tfds.features.ClassLabel)):
+    raise ValueError(
+        f"TFDS dataset '{name}' has features {list(features)}; an 'image' Image and a "
+        f"'label' ClassLabel are needed")
+  image = features['image']
+  if None in image.shape or image.np_dtype != np.uint8:
+    raise ValueError(
+        f"TFDS dataset '{name}' has {image.np_dtype.__name__} images of shape "
+        f"{image.shape}; only fixed-size uint8 images are supported")
+  if not {'train', 'test'} <= set(builder.info.splits):
+    raise ValueError(
+        f"TFDS dataset '{name}' has splits {list(builder.info.splits)}; 'train' and "
+        f"'test' are needed")
+  return builder
+
+
+@functools.cache
+def _tfds_split(name, data_dir, split):
+  """All images and labels of one split, decoded once per process."""
+  source = _import_tfds().data_source(name, split=split, data_dir=data_dir, download=False)
+  count = len(source)
+  first = source[0]['image']
+  images = np.empty((count, *first.shape), first.dtype)
+  labels = np.empty(count, np.int32)
+  for start in range(0, count, _DECODE_BATCH):
+    records = source.__getitems__(list(range(start, min(start + _DECODE_BATCH, count))))
+    images[start:start + len(records)] = [record['image'] for record in records]
+    labels[start:start + len(records)] = [record['label'] for record in records]
+  return _read_only(images, labels)
+
+
+def _read_only(*arrays):
+  """Guards memoized arrays against callers that write into them."""
+  for array in arrays:
+    array.flags.writeable = False
+  return arrays

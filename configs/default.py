@@ -1,0 +1,72 @@
+"""Default configuration: the paper's BlockQNN search on CIFAR-10.
+
+Run with:
+  python -m blockqnn_jax.main --config=configs/default.py --workdir=/tmp/blockqnn
+
+Every number the paper fixes is a field here with the paper's value as its default;
+other config files override a few of them.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+
+  # What to do: 'search' for a block; 'train' / 'transfer_imagenet' for a found one.
+  config.mode = 'search'
+  config.seed = 0
+  # 'cifar10', 'cifar100', any TFDS image-classification name, 'digits' (scikit-learn's
+  # bundled 8x8 digits, no download) or 'synthetic' (random CIFAR-shaped data).
+  config.dataset = 'cifar10'
+  # Where TFDS looks for prepared datasets; '' means $TFDS_DATA_DIR, else TFDS's default.
+  config.data_dir = ''
+  # 'local' (one child at a time, data-parallel over local devices) or 'ray'.
+  config.executor = 'local'
+  # The block to train in 'train'/'transfer_imagenet' mode: a best_block.json path, a
+  # search workdir, or inline codes as JSON text.
+  config.block = ''
+
+  config.search = ml_collections.ConfigDict()
+  config.search.strategy = 'qlearning'  # or 'random', the baseline
+  # (epsilon, iterations) pairs: 178 iterations, 11,392 blocks in the paper.
+  config.search.epsilon_schedule = (
+      (1.0, 95), (0.9, 7), (0.8, 7), (0.7, 7), (0.6, 10),
+      (0.5, 10), (0.4, 10), (0.3, 10), (0.2, 10), (0.1, 12))
+  config.search.blocks_per_iteration = 64
+  config.search.max_layers = 23       # layers before the forced terminal
+  config.search.learning_rate = 0.01  # Q-learning alpha
+  config.search.discount = 1.0        # gamma
+  config.search.q_init = 0.5          # MetaQNN's initial Q-value
+  config.search.replay_samples = 100  # trajectories replayed after each iteration
+  # Reward shaping gives every step before the last R/T; the last step gets the full R
+  # ('full', MetaQNN's terminal update) or R/T too ('shaped'). See agent.py.
+  config.search.terminal_reward = 'full'
+
+  # reward = accuracy - flops_weight * log(1 + FLOPs / FLOPs of one 3x3 conv cell)
+  #                   - density_weight * log(edges / nodes)
+  config.reward = ml_collections.ConfigDict()
+  config.reward.flops_weight = 0.01    # mu
+  config.reward.density_weight = 0.01  # rho
+
+  # Early-stop training of each child (the paper's recipe).
+  config.early_stop = ml_collections.ConfigDict()
+  config.early_stop.epochs = 12
+  config.early_stop.learning_rate = 1e-3  # Adam, betas (0.9, 0.999)
+  config.early_stop.lr_decay = 0.2        # learning rate x 0.2 ...
+  config.early_stop.lr_decay_epochs = 5   # ... every 5 epochs
+  config.early_stop.patience = 0          # >0: stop after that many epochs w/o improvement
+
+  # The search network: stem, 3 stages of `repeats` blocks, filters doubling per stage.
+  config.model = ml_collections.ConfigDict()
+  config.model.repeats = 2
+  config.model.filters = 32
+  config.model.template = 'cifar'  # or 'imagenet' (strided stem, 4 stages)
+
+  config.batch_size = 256
+  config.validation_examples = 5000  # held out of the training split for the reward
+  config.max_train_examples = 0      # 0 = all; a cap for quick runs
+  # Compute dtype of the children: 'bfloat16', 'float32', or 'auto' (bfloat16 on GPU/TPU,
+  # float32 on CPU, where bfloat16 is slow).
+  config.dtype = 'auto'
+  return config

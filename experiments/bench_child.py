@@ -1,0 +1,110 @@
+"""Child-training speed for the reference blocks (../shared/reference_blocks.json).
+
+For each block, in the CIFAR search template (32 filters, N = 2, batch 256, CIFAR-10-sized
+data: 45,000 training and 5,000 validation images), prints one JSON line with training
+images/second, compile seconds and the wall time of one full early-stop evaluation
+(``train.evaluate_block``: compile, 12 epochs, validation). It also times the input side
+alone (gather + augment + normalise of every batch of an epoch, on the device) to show
+where an epoch's time goes.
+
+  python experiments/bench_child.py                      # the paper's scale, any devices
+  python experiments/bench_child.py --epochs=1 --max_train_examples=2560   # quick, on CPU
+
+Synthetic data by default (no download, and small enough to travel); --dataset=cifar10
+uses the real images where TFDS has them.
+"""
+
+import json
+import pathlib
+import platform
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from blockqnn_jax import data as data_lib
+from blockqnn_jax import nsc
+from blockqnn_jax import train
+from configs import default
+
+REFERENCE_BLOCKS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'reference_blocks.json'
+
+_BLOCKS = flags.DEFINE_list('blocks', ['small', 'medium', 'deep'], 'Reference blocks to time.')
+_BLOCKS_FILE = flags.DEFINE_string('blocks_file', str(REFERENCE_BLOCKS), 'JSON of NSC blocks.')
+_DATASET = flags.DEFINE_string('dataset', 'synthetic', 'config.dataset')
+_EPOCHS = flags.DEFINE_integer('epochs', 12, 'Early-stop epochs.')
+_MAX_TRAIN = flags.DEFINE_integer('max_train_examples', 0, '0 = all 45,000.')
+_BATCH = flags.DEFINE_integer('batch_size', 256, 'Global batch size.')
+_DTYPE = flags.DEFINE_string('dtype', 'auto', 'config.dtype')
+
+
+def hardware() -> str:
+  device = jax.devices()[0]
+  kind = device.device_kind if device.platform != 'cpu' else platform.processor() or 'cpu'
+  return f'{jax.device_count()} x {kind} ({device.platform}), jax {jax.__version__}'
+
+
+def input_seconds_per_epoch(data: train.DeviceData, batch_size: int) -> float:
+  """One epoch of the input side only: permutation, gather, augment, normalise."""
+  steps = len(data.train_labels) // batch_size
+
+  @jax.jit
+  def epoch(data, rng):
+    order = jax.random.permutation(rng, len(data.train_labels))[:steps * batch_size]
+
+    def body(total, indices):
+      images = data_lib.augment(jax.random.fold_in(rng, indices[0]),
+                                data.train_images[indices])
+      return total + train.preprocess(images, data.mean, data.std, jnp.float32).sum(), None
+
+    return jax.lax.scan(body, 0.0, order.reshape(steps, batch_size))[0]
+
+  rng = jax.random.key(0)
+  epoch(data, rng).block_until_ready()
+  start = time.perf_counter()
+  epoch(data, jax.random.fold_in(rng, 1)).block_until_ready()
+  return time.perf_counter() - start
+
+
+def main(argv):
+  del argv
+  config = default.get_config()
+  config.dataset = _DATASET.value
+  config.early_stop.epochs = _EPOCHS.value
+  config.max_train_examples = _MAX_TRAIN.value
+  config.batch_size = _BATCH.value
+  config.dtype = _DTYPE.value
+  mesh = train.make_mesh()
+  start = time.perf_counter()
+  data = train.device_data(config, mesh)
+  print(json.dumps({
+      'hardware': hardware(), 'dtype': str(np.dtype(train.compute_dtype(config))),
+      'train_images': len(data.train_labels), 'epochs': _EPOCHS.value,
+      'batch_size': _BATCH.value, 'repeats': config.model.repeats,
+      'filters': config.model.filters, 'data_load_seconds': time.perf_counter() - start,
+      'input_only_seconds_per_epoch': input_seconds_per_epoch(data, _BATCH.value),
+  }), flush=True)
+  codes = json.loads(pathlib.Path(_BLOCKS_FILE.value).read_text())
+  for name in _BLOCKS.value:
+    block = nsc.Block.from_codes(codes[name])
+    start = time.perf_counter()
+    result = train.evaluate_block(block, config, mesh)
+    wall = time.perf_counter() - start
+    print(json.dumps({
+        'block': name, 'status': result['status'], 'reason': result.get('reason'),
+        'images_per_second': round(result.get('images_per_second', 0.0)),
+        'compile_seconds': round(result['compile_seconds'], 2),
+        'train_seconds': round(result['train_seconds'], 2),
+        'eval_seconds': round(result['eval_seconds'], 2),
+        'seconds_per_epoch': round(result['train_seconds'] / max(result['epochs'], 1), 3),
+        'evaluation_wall_seconds': round(wall, 2),
+        'validation_accuracy': round(result['accuracy'], 4),
+        'gflops_per_image': round(result['flops'] / 1e9, 3), 'params': result['params'],
+    }), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

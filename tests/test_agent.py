@@ -1,0 +1,146 @@
+"""The search strategies: legal sampling, reproducibility, exact state round trip."""
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from blockqnn_jax import agent
+from blockqnn_jax import nsc
+from blockqnn_jax import search_space
+from blockqnn_jax import surrogate
+from configs import default
+from tests import strategies
+
+
+def search_config(strategy='qlearning', max_layers=23, **overrides):
+  config = default.get_config().search
+  config.strategy = strategy
+  config.max_layers = max_layers
+  config.epsilon_schedule = ((1.0, 3), (0.5, 2), (0.1, 2))
+  config.blocks_per_iteration = 8
+  config.update(overrides)
+  return config
+
+
+def drive(strategy, iterations=None):
+  """Runs a strategy on the surrogate landscape; returns the blocks it proposed."""
+  proposed = []
+  for _ in range(iterations or strategy.num_iterations):
+    batch = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
+    for block in batch:
+      strategy.feedback(block, surrogate.synthetic_accuracy(block))
+    proposed.extend(batch)
+    strategy.end_iteration()
+  return proposed
+
+
+def test_action_sets_follow_the_nsc_table():
+  first = search_space.actions_at(1, 23)
+  assert {a.type for a in first.actions} == {1, 2, 3, 4, 5, 6}  # no terminal before a layer
+  assert len(first) == 3 + 2 + 2 + 1 + 1 + 1
+  last = search_space.actions_at(24, 23)
+  assert [tuple(a) for a in last.actions] == [(24, 7, 0, 0, 0)]  # forced terminal
+  deep = search_space.actions_at(23, 23)
+  assert len(deep) == 8 * 23 + 23 * 24 + 1
+  for action in deep.actions:
+    if action.type != nsc.TERMINAL:
+      nsc.Block.from_codes([[i, 4, 0, i - 1, 0] for i in range(1, 23)]
+                           + [list(action), [24, 7, 0, 0, 0]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(agent.STRATEGIES), st.integers(1, 23), st.integers(0, 2**31))
+def test_sampled_blocks_are_valid_and_round_trip(name, max_layers, seed):
+  strategy = agent.make_strategy(search_config(name, max_layers), seed)
+  for block in drive(strategy, iterations=2):
+    codes = block.to_codes()
+    again = nsc.Block.from_codes(json.loads(json.dumps(codes)), max_layers)
+    assert again == block and again.canonical_hash() == block.canonical_hash()
+    assert len(block) <= max_layers
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_sampled_blocks_keep_their_hash_under_renumbering(data):
+  strategy = agent.make_strategy(search_config(), data.draw(st.integers(0, 2**31)))
+  block = strategy.propose()
+  assert data.draw(strategies.renumberings(block)).canonical_hash() == block.canonical_hash()
+
+
+def test_same_seed_same_rewards_same_blocks():
+  a = drive(agent.make_strategy(search_config(), 7))
+  b = drive(agent.make_strategy(search_config(), 7))
+  c = drive(agent.make_strategy(search_config(), 8))
+  assert a == b
+  assert a != c
+
+
+def test_epsilon_follows_the_schedule():
+  strategy = agent.make_strategy(search_config(), 0)
+  seen = []
+  while not strategy.finished:
+    seen.append(strategy.epsilon)
+    strategy.end_iteration()
+  assert seen == [1.0] * 3 + [0.5] * 2 + [0.1] * 2
+  assert agent.make_strategy(search_config('random'), 0).epsilon == 1.0
+
+
+def test_paper_schedule_is_the_default():
+  strategy = agent.make_strategy(default.get_config().search, 0)
+  assert strategy.num_iterations == 178
+  assert strategy.num_iterations * strategy.blocks_per_iteration == 11392
+
+
+@pytest.mark.parametrize('terminal_reward, last_target', [('full', 0.8), ('shaped', 0.4)])
+def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
+  config = search_config(learning_rate=0.5, q_init=0.5, discount=1.0, replay_samples=0,
+                         terminal_reward=terminal_reward)
+  strategy = agent.make_strategy(config, 0)
+  block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
+  strategy.feedback(block, 0.8)
+  conv, terminal = nsc.Layer(1, 1, 3, 0, 0), nsc.Layer(2, 7, 0, 0, 0)
+  q_conv = strategy.q[conv][search_space.actions_at(2, 23).position[terminal]]
+  q_start = strategy.q[search_space.START][search_space.actions_at(1, 23).position[conv]]
+  # Last step first: Q(conv, end) moves halfway to its target; then the start state, whose
+  # target is R/T plus max Q(conv, .), sees the updated value.
+  assert q_conv == pytest.approx(0.5 * 0.5 + 0.5 * last_target)
+  assert q_start == pytest.approx(0.5 * 0.5 + 0.5 * (0.4 + max(q_conv, 0.5)))
+
+
+def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
+  strategy = agent.make_strategy(search_config(), 3)
+  batch = [strategy.propose() for _ in range(6)]
+  for block in reversed(batch):
+    strategy.feedback(block, surrogate.synthetic_accuracy(block))
+  strategy.end_iteration()
+  assert len(strategy.memory) == 6
+
+
+@pytest.mark.parametrize('name', agent.STRATEGIES)
+def test_state_round_trip_gives_the_same_future(name, tmp_path):
+  config = search_config(name)
+  uninterrupted = agent.make_strategy(config, 11)
+  drive(uninterrupted, iterations=4)
+  state = uninterrupted.state_dict()
+  # Through disk: arrays in an npz, the rest as JSON.
+  arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+  np.savez(tmp_path / 'arrays.npz', **arrays)
+  (tmp_path / 'meta.json').write_text(
+      json.dumps({k: v for k, v in state.items() if k not in arrays}))
+  restored = agent.make_strategy(config, 999)
+  loaded = dict(np.load(tmp_path / 'arrays.npz'))
+  loaded.update(json.loads((tmp_path / 'meta.json').read_text()))
+  restored.load_state_dict(loaded)
+  assert drive(restored) == drive(uninterrupted)
+  if name == 'qlearning':
+    assert restored.q.keys() == uninterrupted.q.keys()
+    for key, values in uninterrupted.q.items():
+      np.testing.assert_array_equal(restored.q[key], values)
+
+
+def test_unknown_strategy_is_a_clear_error():
+  with pytest.raises(ValueError, match="strategy='evolution' is unknown"):
+    agent.make_strategy(search_config('evolution'), 0)

@@ -1,0 +1,148 @@
+"""The Network Structure Code: validation, round trips, canonical hash, density, FLOPs."""
+
+import json
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import pytest
+
+from blockqnn_jax import nsc
+from tests import strategies
+
+SMALL = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
+
+
+@given(strategies.blocks())
+def test_codes_and_json_round_trip_exactly(block):
+  codes = block.to_codes()
+  assert nsc.Block.from_codes(codes) == block
+  assert nsc.Block.from_json(json.dumps(codes)) == block
+  assert json.loads(block.to_json()) == codes
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_canonical_hash_is_invariant_under_renumbering(data):
+  block = data.draw(strategies.blocks())
+  other = data.draw(strategies.renumberings(block))
+  assert other.canonical_hash() == block.canonical_hash()
+  assert other.canonical() == block.canonical()
+
+
+def test_hash_separates_different_architectures():
+  shared = [[1, 1, 3, 0, 0], [2, 5, 0, 1, 1], [3, 7, 0, 0, 0]]      # add(c, c)
+  distinct = [[1, 1, 3, 0, 0], [2, 1, 3, 0, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
+  kernel = [[1, 1, 5, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
+  add_vs_concat = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]
+  hashes = {nsc.Block.from_codes(c).canonical_hash()
+            for c in (SMALL, shared, distinct, kernel, add_vs_concat)}
+  assert len(hashes) == 5
+
+
+@settings(max_examples=100)
+@given(strategies.blocks(max_layers=6), strategies.blocks(max_layers=6))
+def test_equal_hash_means_equal_canonical_codes(a, b):
+  assert (a.canonical_hash() == b.canonical_hash()) == (a.canonical() == b.canonical())
+
+
+def test_operand_order_of_add_and_concat_does_not_matter():
+  swapped = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 2, 1], [4, 7, 0, 0, 0]]
+  assert nsc.Block.from_codes(swapped).canonical_hash() == nsc.Block.from_codes(
+      SMALL).canonical_hash()
+
+
+@pytest.mark.parametrize('codes, message', [
+    ([], 'at least one layer'),
+    ('[[1, 7, 0, 0, 0]]', 'list of layers'),
+    ([[1, 7, 0, 0, 0]], 'at least one layer before the terminal'),
+    ([[1, 1, 3, 0, 0]], 'missing terminal'),
+    ([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0], [3, 7, 0, 0, 0]], 'terminal before the end'),
+    ([[1, 9, 3, 0, 0], [2, 7, 0, 0, 0]], 'unknown type 9'),
+    ([[1, 1, 7, 0, 0], [2, 7, 0, 0, 0]], 'kernel 7 not allowed for conv'),
+    ([[1, 2, 5, 0, 0], [2, 7, 0, 0, 0]], 'kernel 5 not allowed for max_pool'),
+    ([[1, 4, 3, 0, 0], [2, 7, 0, 0, 0]], 'kernel 3 not allowed for identity'),
+    ([[1, 1, 3, 1, 0], [2, 7, 0, 0, 0]], 'pred1=1 is not an earlier layer'),
+    ([[1, 1, 3, 0, 0], [2, 5, 0, 1, 2], [3, 7, 0, 0, 0]], 'pred2=2 is not an earlier layer'),
+    ([[1, 1, 3, -1, 0], [2, 7, 0, 0, 0]], 'pred1=-1'),
+    ([[1, 1, 3, 0, 1], [2, 7, 0, 0, 0]], 'pred2 must be 0'),
+    ([[2, 1, 3, 0, 0], [3, 7, 0, 0, 0]], 'index 2 out of order, expected 1'),
+    ([[1, 1, 3, 0], [2, 7, 0, 0, 0]], '5 integers'),
+    ([[1, 1, 3.0, 0, 0], [2, 7, 0, 0, 0]], '3.0 is not an integer'),
+    ([[1, 1, 3, 0, 0], [2, 7, 0, 1, 0]], 'terminal layer has no predecessors'),
+    ([[i, 1, 3, i - 1, 0] for i in range(1, 25)] + [[25, 7, 0, 0, 0]], 'over the depth limit'),
+])
+def test_invalid_blocks_raise_with_the_layer_and_rule(codes, message):
+  with pytest.raises(nsc.InvalidBlockError, match=message):
+    nsc.Block.from_codes(codes)
+
+
+def test_error_names_the_offending_layer():
+  with pytest.raises(nsc.InvalidBlockError, match=r'layer 2 \[2, 1, 4, 0, 0\]'):
+    nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 1, 4, 0, 0], [3, 7, 0, 0, 0]])
+
+
+def test_invalid_block_error_is_a_value_error():
+  assert issubclass(nsc.InvalidBlockError, ValueError)
+
+
+def test_depth_limit_is_configurable():
+  codes = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 7, 0, 0, 0]]
+  nsc.Block.from_codes(codes, max_layers=2)
+  with pytest.raises(nsc.InvalidBlockError, match='at most 1 layers'):
+    nsc.Block.from_codes(codes, max_layers=1)
+
+
+def test_blocks_are_immutable():
+  block = nsc.Block.from_codes(SMALL)
+  with pytest.raises(AttributeError):
+    block.layers = ()
+  with pytest.raises(TypeError):
+    block.layers[0] = nsc.Layer(1, 1, 1, 0, 0)
+
+
+def test_density_counts_edges_over_nodes():
+  # input, 3 layers, output = 5 nodes; edges 0->1, 1->2, 1->3, 2->3, 3->out = 5.
+  assert nsc.Block.from_codes(SMALL).density() == pytest.approx(1.0)
+  # Two leaves both feed the output: nodes 4, edges 0->1, 0->2, 1->out, 2->out.
+  fan = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 7, 0, 0, 0]])
+  assert fan.density() == pytest.approx(1.0)
+  assert fan.output_layers == (1, 2)
+
+
+def test_flops_of_a_residual_pair():
+  f, h = 32, 8
+  taps = (3 * h - 2) ** 2  # a 3x3 window over 8x8 'same' inputs misses 2 taps per row
+  assert nsc.window_taps(h, 3) ** 2 == taps
+  conv3 = 2 * taps * f * f
+  assert nsc.Block.from_codes(SMALL).flops(h, h, f) == 2 * conv3 + h * h * f
+
+
+@pytest.mark.parametrize('size, kernel, stride, taps', [
+    (8, 1, 1, 8), (8, 3, 1, 22), (8, 5, 1, 34), (1, 5, 1, 1), (8, 3, 2, 11), (7, 3, 2, 10)])
+def test_window_taps_skip_the_padding(size, kernel, stride, taps):
+  assert nsc.window_taps(size, kernel, stride) == taps
+
+
+def test_widths_follow_the_channel_rules():
+  # concat(conv, pool) = 2F; add(2F, F) = 2F, zero-padding the narrower; output projected.
+  block = nsc.Block.from_codes(
+      [[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 6, 0, 1, 2], [4, 5, 0, 3, 1], [5, 7, 0, 0, 0]])
+  widths, capped, output_projected = block.widths(16)
+  assert widths == [16, 16, 16, 32, 32]
+  assert capped == [False, False, False, False]
+  assert output_projected
+
+
+def test_concat_chains_are_capped():
+  codes = [[1, 6, 0, 0, 0]] + [[i, 6, 0, i - 1, i - 1] for i in range(2, 23)] + [[23, 7, 0, 0, 0]]
+  widths, capped, _ = nsc.Block.from_codes(codes).widths(8)
+  assert max(widths) <= nsc.CONCAT_WIDTH_LIMIT * 8
+  assert any(capped)
+
+
+def test_importing_nsc_does_not_import_jax():
+  code = 'import sys; import blockqnn_jax.nsc; print("jax" in sys.modules)'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == 'False'
