@@ -72,6 +72,26 @@ class ResultsLog:
     self._file.close()
 
 
+def load_block(spec: str, max_layers: int = nsc.MAX_LAYERS) -> nsc.Block:
+  """A block from a best_block.json path, a search workdir (its best block), or inline
+  codes as JSON text."""
+  text = spec.strip()
+  if not text.startswith('['):
+    path = os.path.join(spec, BEST_FILE) if os.path.isdir(spec) else spec
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'no block file at {path} (give a best_block.json, a search '
+                              'workdir or inline codes like [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])')
+    with open(path) as f:
+      text = f.read()
+  try:
+    codes = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise nsc.InvalidBlockError(f'not JSON: {error}') from None
+  if isinstance(codes, dict):
+    codes = codes.get('codes')
+  return nsc.Block.from_codes(codes, max_layers)
+
+
 def default_evaluate_fn(config) -> EvaluateFn:
   """The real trainer: each block is built, trained briefly and scored on validation data."""
   from blockqnn_jax import train  # pylint: disable=g-import-not-at-top  (imports JAX)

@@ -30,15 +30,12 @@ from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
 
-DTYPES = ('auto', 'bfloat16', 'float32')
+DTYPES = ('float32', 'bfloat16')
 
 
 def compute_dtype(config):
-  """bfloat16 on accelerators, float32 on CPU (where bfloat16 is slow), unless told."""
   if config.dtype not in DTYPES:
     raise ValueError(f'config.dtype={config.dtype!r} is unknown, allowed {DTYPES}')
-  if config.dtype == 'auto':
-    return jnp.float32 if jax.default_backend() == 'cpu' else jnp.bfloat16
   return jnp.dtype(config.dtype)
 
 

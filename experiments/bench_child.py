@@ -1,4 +1,4 @@
-"""Child-training speed for the reference blocks (../shared/reference_blocks.json).
+"""Child-training speed for the reference blocks (reference_blocks.json, from ../shared).
 
 For each block, in the CIFAR search template (32 filters, N = 2, batch 256, CIFAR-10-sized
 data: 45,000 training and 5,000 validation images), prints one JSON line with training
@@ -30,7 +30,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import train
 from configs import default
 
-REFERENCE_BLOCKS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'reference_blocks.json'
+REFERENCE_BLOCKS = pathlib.Path(__file__).resolve().parent / 'reference_blocks.json'
 
 _BLOCKS = flags.DEFINE_list('blocks', ['small', 'medium', 'deep'], 'Reference blocks to time.')
 _BLOCKS_FILE = flags.DEFINE_string('blocks_file', str(REFERENCE_BLOCKS), 'JSON of NSC blocks.')
@@ -38,7 +38,7 @@ _DATASET = flags.DEFINE_string('dataset', 'synthetic', 'config.dataset')
 _EPOCHS = flags.DEFINE_integer('epochs', 12, 'Early-stop epochs.')
 _MAX_TRAIN = flags.DEFINE_integer('max_train_examples', 0, '0 = all 45,000.')
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Global batch size.')
-_DTYPE = flags.DEFINE_string('dtype', 'auto', 'config.dtype')
+_DTYPE = flags.DEFINE_string('dtype', 'float32', 'config.dtype')
 
 
 def hardware() -> str:

@@ -1,0 +1,112 @@
+"""Start-up validation of a config: every mistake is caught before any work is done.
+
+Each error is one line naming the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from blockqnn_jax import agent
+from blockqnn_jax import data
+from blockqnn_jax import models
+from blockqnn_jax import nsc
+from blockqnn_jax import search
+from blockqnn_jax import train
+
+MODES = ('search', 'train', 'transfer_imagenet')
+IMPLEMENTED_MODES = ('search',)
+EXECUTORS = ('local', 'ray')
+IMPLEMENTED_EXECUTORS = ('local',)
+
+
+class ConfigError(ValueError):
+  """A config field with a value that is not allowed."""
+
+
+def _fail(field: str, value, allowed: str):
+  raise ConfigError(f'config.{field}={value!r} is not allowed: {allowed}')
+
+
+def _check_int(config, field: str, minimum: int):
+  value = _get(config, field)
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    _fail(field, value, f'an integer >= {minimum}')
+
+
+def _check_number(config, field: str, low: float, high: float):
+  value = _get(config, field)
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+    _fail(field, value, f'a number in [{low}, {high}]')
+
+
+def _check_choice(config, field: str, allowed, implemented=None):
+  value = _get(config, field)
+  if value not in allowed:
+    _fail(field, value, f'one of {allowed}')
+  if implemented is not None and value not in implemented:
+    raise ConfigError(f'config.{field}={value!r} is not implemented yet; '
+                      f'available now: {implemented}')
+
+
+def _get(config, field: str):
+  for part in field.split('.'):
+    config = config[part]
+  return config
+
+
+def _check_schedule(schedule):
+  field = 'search.epsilon_schedule'
+  try:
+    pairs = [(eps, n) for eps, n in schedule]
+  except (TypeError, ValueError):
+    _fail(field, schedule, 'a list of (epsilon, iterations) pairs')
+  if not pairs:
+    _fail(field, schedule, 'at least one (epsilon, iterations) pair')
+  for eps, n in pairs:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps <= 1:
+      _fail(field, schedule, f'epsilon {eps!r} must be in [0, 1]')
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+      _fail(field, schedule, f'iterations {n!r} must be an integer >= 1')
+
+
+def check_config(config) -> None:
+  """Raises ConfigError for the first field that is not allowed."""
+  _check_choice(config, 'mode', MODES, IMPLEMENTED_MODES)
+  _check_choice(config, 'executor', EXECUTORS, IMPLEMENTED_EXECUTORS)
+  _check_int(config, 'seed', 0)
+  if not isinstance(config.dataset, str) or not config.dataset:
+    _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "
+          "'synthetic'")
+  _check_choice(config, 'search.strategy', agent.STRATEGIES)
+  _check_schedule(config.search.epsilon_schedule)
+  _check_int(config, 'search.blocks_per_iteration', 1)
+  _check_int(config, 'search.max_layers', 1)
+  _check_number(config, 'search.learning_rate', 0.0, 1.0)
+  _check_number(config, 'search.discount', 0.0, 1.0)
+  _check_number(config, 'search.q_init', -1e9, 1e9)
+  _check_int(config, 'search.replay_samples', 0)
+  _check_choice(config, 'search.terminal_reward', agent.TERMINAL_REWARDS)
+  _check_number(config, 'reward.flops_weight', 0.0, 1e9)
+  _check_number(config, 'reward.density_weight', 0.0, 1e9)
+  _check_int(config, 'early_stop.epochs', 1)
+  _check_number(config, 'early_stop.learning_rate', 0.0, 1e9)
+  _check_number(config, 'early_stop.lr_decay', 0.0, 1.0)
+  _check_int(config, 'early_stop.lr_decay_epochs', 1)
+  _check_int(config, 'early_stop.patience', 0)
+  _check_int(config, 'model.repeats', 1)
+  _check_int(config, 'model.filters', 1)
+  _check_choice(config, 'model.template', tuple(models.TEMPLATES))
+  _check_int(config, 'batch_size', 1)
+  _check_int(config, 'validation_examples', 1)
+  _check_int(config, 'max_train_examples', 0)
+  _check_choice(config, 'dtype', train.DTYPES)
+  if config.block:
+    try:
+      search.load_block(config.block, config.search.max_layers)
+    except (OSError, ValueError) as error:
+      raise ConfigError(f'config.block={config.block!r}: {error}') from None
+  try:
+    data.check_dataset(config)
+  except (ImportError, ValueError) as error:
+    raise ConfigError(f'config.dataset={config.dataset!r}: {error}') from None

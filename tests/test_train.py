@@ -1,0 +1,131 @@
+"""The early-stop trainer: data parallelism, real learning, failures, the real search."""
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from blockqnn_jax import models
+from blockqnn_jax import nsc
+from blockqnn_jax import search
+from blockqnn_jax import train
+from configs import default
+
+SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]])
+CIFAR_DIR = pathlib.Path(
+    os.environ.get('TFDS_DATA_DIR') or
+    pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
+
+
+def digits_config(**overrides):
+  """A child that trains in seconds on scikit-learn's bundled digits."""
+  config = default.get_config()
+  config.dataset = 'digits'
+  config.validation_examples = 300
+  config.batch_size = 64
+  config.early_stop.epochs = 2
+  config.model.filters = 8
+  config.model.repeats = 1
+  config.update(overrides)
+  return config
+
+
+def sgd_step(mesh, config):
+  """One SGD step (lr 1) on a fixed batch over `mesh`: returns loss and gradients."""
+  data = train.device_data(config, mesh)
+  model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+                               in_channels=1)
+  trainer = train.Trainer(model, optax.sgd(1.0), data, mesh, config.batch_size, np.float32)
+  before = trainer.state['params']
+  order = np.arange(trainer.steps_per_epoch * config.batch_size).reshape(
+      trainer.steps_per_epoch, -1)
+  state, loss = jax.jit(trainer._train_step)(trainer.state, data, order, 0, jax.random.key(0))
+  grads = jax.tree.map(lambda b, a: np.asarray(b) - np.asarray(a), before, state['params'])
+  return float(loss), grads
+
+
+def test_one_and_four_devices_give_the_same_loss_and_gradients():
+  assert jax.device_count() == 4, 'conftest.py asks XLA for four CPU devices'
+  config = digits_config()
+  loss1, grads1 = sgd_step(train.make_mesh(jax.devices()[:1]), config)
+  loss4, grads4 = sgd_step(train.make_mesh(), config)
+  assert loss1 == pytest.approx(loss4, rel=1e-5)
+  for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads4)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_size_must_split_over_the_devices():
+  with pytest.raises(ValueError, match='batch_size=6 must be a positive multiple of the 4'):
+    train.evaluate_block(SMALL, digits_config(batch_size=6))
+
+
+def test_evaluate_block_reports_scores_costs_and_times():
+  result = train.evaluate_block(SMALL, digits_config())
+  assert result['status'] == 'ok', result
+  for key in ('accuracy', 'reward', 'flops_term', 'density_term', 'flops', 'params',
+              'density', 'train_seconds', 'compile_seconds'):
+    assert key in result
+  assert result['accuracy'] > 0.3  # ten digit classes: chance is 0.1
+  assert result['epochs'] == 2
+  assert result['reward'] == pytest.approx(
+      result['accuracy'] - result['flops_term'] - result['density_term'])
+
+
+def test_patience_stops_a_child_that_no_longer_improves():
+  config = digits_config()
+  config.early_stop.epochs = 30
+  config.early_stop.patience = 1
+  config.early_stop.learning_rate = 0.0  # nothing changes, so nothing improves
+  result = train.evaluate_block(SMALL, config)
+  assert result['status'] == 'ok' and result['epochs'] == 2
+
+
+def test_a_diverging_child_is_reported_failed_not_raised():
+  config = digits_config()
+  config.early_stop.learning_rate = 1e30
+  result = train.evaluate_block(SMALL, config)
+  assert result['status'] == 'failed'
+  assert 'loss became' in result['reason']
+  assert result['accuracy'] == 0.0
+
+
+def test_an_error_inside_a_child_is_reported_failed(monkeypatch):
+  def broken(*args, **kwargs):
+    raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate')
+
+  monkeypatch.setattr(train.Trainer, 'compile', broken)
+  result = train.evaluate_block(SMALL, digits_config())
+  assert result['status'] == 'failed' and result['reason'].startswith('out of memory')
+
+
+def test_run_search_trains_for_real_without_an_evaluate_fn(tmp_path):
+  config = digits_config()
+  config.early_stop.epochs = 1
+  config.search.epsilon_schedule = ((1.0, 1),)
+  config.search.blocks_per_iteration = 2
+  config.search.max_layers = 2
+  summary = search.run_search(config, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / 'results.jsonl').read_text().splitlines()]
+  assert summary['blocks_sampled'] == len(records) == 2
+  assert all(r['status'] == 'ok' and r['train_seconds'] > 0 for r in records)
+
+
+@pytest.mark.skipif(not (CIFAR_DIR / 'cifar10').exists(),
+                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
+def test_a_small_block_learns_cifar10():
+  """Budget: 8 filters, N = 1, 2 epochs over 5,000 training images, 1,000 validation."""
+  config = default.get_config()
+  config.data_dir = str(CIFAR_DIR)
+  config.max_train_examples = 5000
+  config.validation_examples = 1000
+  config.batch_size = 128
+  config.early_stop.epochs = 2
+  config.model.filters = 8
+  config.model.repeats = 1
+  result = train.evaluate_block(SMALL, config)
+  assert result['status'] == 'ok', result
+  assert result['accuracy'] > 0.3, result  # chance is 0.1
