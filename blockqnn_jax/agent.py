@@ -112,6 +112,7 @@ class Strategy:
     codes = [list(l) for b, _ in self.memory for l in b.layers]
     return {
         'strategy': self.name,
+        'max_layers': self.max_layers,
         'iteration': self.iteration,
         'rng': self.rng.bit_generator.state,
         'memory_lengths': lengths,
@@ -122,6 +123,9 @@ class Strategy:
   def load_state_dict(self, state: dict) -> None:
     if state['strategy'] != self.name:
       raise ValueError(f'saved strategy {state["strategy"]!r} does not match {self.name!r}')
+    if state['max_layers'] != self.max_layers:
+      raise ValueError(f'the saved agent searched max_layers={state["max_layers"]}, not '
+                       f'{self.max_layers}: its Q-table does not fit another action space')
     self.iteration = int(state['iteration'])
     self.rng.bit_generator.state = state['rng']
     ends = np.cumsum(state['memory_lengths'])

@@ -1,7 +1,9 @@
 """Command line: ``python -m blockqnn_jax.main --config=configs/cifar10.py --workdir=DIR``.
 
-Any config field can be overridden, e.g. ``--config.search.max_layers=10``. The config is
-checked before any work starts; a mistake exits with one line naming the field.
+Any config field can be overridden, e.g. ``--config.search.max_layers=10``; a config file
+may take a variant, e.g. ``--config=configs/cifar10.py:smoke``. The config is checked
+before any work starts: a mistake exits with one line naming the field. Rerunning the same
+command with the same ``--workdir`` resumes the search where it stopped.
 """
 
 import json
@@ -15,8 +17,22 @@ from blockqnn_jax import check_config
 from blockqnn_jax import search
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results and checkpoints.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
+                               'TensorBoard events (tensorboard --logdir DIR).')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Continue a search in a workdir made by another config.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def print_summary(summary: dict) -> None:
+  workdir = summary['workdir']
+  print(f'best block: {json.dumps(summary["best_codes"])}')
+  print(f'  reward {summary["best_reward"]:.4f}, validation accuracy '
+        f'{summary["best_accuracy"]:.4f}')
+  print(f'{summary["blocks_sampled"]} blocks sampled, {summary["blocks_evaluated"]} '
+        f'trained, {summary["seconds"]:.0f} s in this run')
+  print(f'artifacts in {workdir}: results.jsonl, best_block.json/.png/.svg, checkpoints/, '
+        f'TensorBoard events (tensorboard --logdir {workdir})')
 
 
 def main(argv):
@@ -25,10 +41,11 @@ def main(argv):
   config = _CONFIG.value
   try:
     check_config.check_config(config)
-  except check_config.ConfigError as error:
+    summary = search.run_search(config, _WORKDIR.value,
+                                allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except (check_config.ConfigError, search.ConfigMismatchError) as error:
     sys.exit(f'error: {error}')
-  summary = search.run_search(config, _WORKDIR.value)
-  print(json.dumps({k: v for k, v in summary.items() if k != 'best'}))
+  print_summary(summary)
 
 
 if __name__ == '__main__':

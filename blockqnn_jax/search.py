@@ -3,8 +3,13 @@
 Each iteration samples ``blocks_per_iteration`` blocks with the iteration's epsilon, then
 evaluates them. A block isomorphic to one already evaluated is not trained again: its
 cached result is reused (and still fed to the agent). Every result is appended to
-``workdir/results.jsonl`` and flushed to disk before the agent learns from it;
-``workdir/best_block.json`` always holds the best block so far.
+``workdir/results.jsonl`` and flushed to disk before the agent learns from it (the log is
+the durable record); after every iteration the agent and search state are checkpointed
+with Orbax into ``workdir/checkpoints``. ``workdir/best_block.{json,png,svg}`` always hold
+the best block so far, and TensorBoard events the progress.
+
+Iteration bookkeeping: iteration i samples all its blocks with epsilon_i before any of
+them is evaluated; every record carries the iteration and epsilon it was sampled with.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from typing import Callable, Union
 from absl import logging
 
 from blockqnn_jax import agent as agent_lib
+from blockqnn_jax import checkpoint as checkpoint_lib
+from blockqnn_jax import draw
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
+from blockqnn_jax import summaries
 
 EvaluateFn = Callable[[nsc.Block], Union[float, dict]]
 RESULTS_FILE = 'results.jsonl'
 BEST_FILE = 'best_block.json'
+CONFIG_FILE = 'config.json'
 
 
 def normalize_result(block: nsc.Block, result) -> dict:
@@ -98,49 +107,201 @@ def default_evaluate_fn(config) -> EvaluateFn:
   return lambda block: train.evaluate_block(block, config)
 
 
-def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None) -> dict:
-  """Runs the whole epsilon schedule; returns the best block, its reward and counts."""
+class ConfigMismatchError(ValueError):
+  """The workdir holds a search made with a different config."""
+
+
+def read_results(workdir: str) -> list[dict]:
+  """All complete records of ``results.jsonl``; a torn last line (a killed write) is cut off."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path, 'rb') as f:
+    lines = f.read().split(b'\n')
+  records, good_bytes = [], 0
+  for number, line in enumerate(lines[:-1]):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number < len(lines) - 2:
+        raise ValueError(f'{path} line {number + 1} is not JSON: the log is corrupt') from None
+      break
+    good_bytes += len(line) + 1
+  if good_bytes != os.path.getsize(path):
+    logging.warning('%s: cutting off a torn last line (a write that was killed)', path)
+    with open(path, 'r+b') as f:
+      f.truncate(good_bytes)
+  return records
+
+
+def check_workdir_config(config, workdir: str, allow_config_change: bool) -> None:
+  """Records the config in ``workdir/config.json``; refuses a workdir made by another one.
+
+  Only ``executor`` (and the ``ray`` settings) may change between runs of one search.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = summaries.flatten(json.loads(config.to_json()))
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = sorted(
+        k for k in set(saved) | set(current)
+        if saved.get(k) != current.get(k) and k != 'executor' and not k.startswith('ray.'))
+    if changed and not allow_config_change:
+      diff = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
+      raise ConfigMismatchError(
+          f'{workdir} holds a search made with another config ({diff}); use a new '
+          '--workdir, or --allow_config_change to continue it anyway')
+  write_json_atomic(path, current)
+
+
+def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
+               allow_config_change: bool = False) -> dict:
+  """Runs (or resumes) the whole epsilon schedule; returns the best block and counts.
+
+  Resuming: the latest checkpoint restores the agent, the cache and the best block as they
+  were after some iteration; the lines ``results.jsonl`` holds beyond that are the finished
+  evaluations of the next iteration, reused (not trained again) as the agent proposes the
+  same blocks again, so a deterministic search ends exactly as an uninterrupted one.
+  """
   os.makedirs(workdir, exist_ok=True)
-  if evaluate_fn is None:
-    evaluate_fn = default_evaluate_fn(config)
-  strategy = agent_lib.make_strategy(config.search, config.seed)
-  log = ResultsLog(workdir)
-  cache: dict[str, dict] = {}
-  best = None
-  count = 0
-  start = time.time()
+  check_workdir_config(config, workdir, allow_config_change)
+  run = _SearchRun(config, workdir, evaluate_fn)
   try:
-    while not strategy.finished:
-      iteration, epsilon = strategy.iteration, strategy.epsilon
-      blocks = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
-      for block in blocks:
-        key = block.canonical_hash()
-        cached = key in cache
-        if not cached:
-          cache[key] = normalize_result(block, evaluate_fn(block))
-        result = cache[key]
-        terms = reward_lib.reward_terms(
-            block, result['accuracy'], config.reward, config.model.filters)
-        record = {
-            **result, **terms, 'index': count, 'iteration': iteration, 'epsilon': epsilon,
-            'codes': block.to_codes(), 'hash': key, 'cached': cached,
-        }
-        log.append(record)
-        count += 1
-        strategy.feedback(block, record['reward'])
-        if best is None or record['reward'] > best['reward']:
-          best = record
-          write_json_atomic(os.path.join(workdir, BEST_FILE), best)
-      strategy.end_iteration()
-      logging.info('iteration %d/%d (epsilon %.2f): best reward so far %.4f',
-                   iteration + 1, strategy.num_iterations, epsilon, best['reward'])
+    run.loop()
   finally:
-    log.close()
-  return {
-      'best_codes': best['codes'] if best else None,
-      'best_reward': best['reward'] if best else None,
-      'best': best,
-      'blocks_sampled': count,
-      'blocks_evaluated': len(cache),
-      'seconds': time.time() - start,
-  }
+    run.close()
+  return run.summary()
+
+
+class _SearchRun:
+  """The state of one search process: agent, cache, logs, checkpoints."""
+
+  def __init__(self, config, workdir: str, evaluate_fn: EvaluateFn | None):
+    self.config, self.workdir, self.evaluate_fn = config, workdir, evaluate_fn
+    self.strategy = agent_lib.make_strategy(config.search, config.seed)
+    self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
+    self.cache: dict[str, dict] = {}
+    self.best = None
+    lines = 0
+    restored = self.checkpointer.restore()
+    if restored:
+      agent_state, search_state = restored
+      self.strategy.load_state_dict(agent_state)
+      self.cache, self.best, lines = (
+          search_state['cache'], search_state['best'], search_state['lines'])
+    records = read_results(workdir)
+    if len(records) < lines:
+      raise ValueError(f'{workdir}/{RESULTS_FILE} has {len(records)} records but the '
+                       f'checkpoint covers {lines}: the log was truncated or replaced')
+    self.pending: dict[str, list[dict]] = {}
+    for record in records[lines:]:
+      self.pending.setdefault(record['hash'], []).append(record)
+    self.lines = len(records)
+    self.total = self.strategy.num_iterations * self.strategy.blocks_per_iteration
+    self.log = ResultsLog(workdir)
+    self.tensorboard = summaries.SearchSummaries(workdir, config)
+    self.start, self.done_here = time.time(), 0
+    if lines or records:
+      logging.info('resuming %s at iteration %d: %d results logged, %d reused',
+                   workdir, self.strategy.iteration, len(records), len(records) - lines)
+
+  def loop(self) -> None:
+    while not self.strategy.finished:
+      iteration, epsilon = self.strategy.iteration, self.strategy.epsilon
+      blocks = [self.strategy.propose() for _ in range(self.strategy.blocks_per_iteration)]
+      rewards = [self.process(block, iteration, epsilon)['reward'] for block in blocks]
+      self.keep_unmatched_results()
+      self.strategy.end_iteration()
+      self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
+                             {'cache': self.cache, 'best': self.best, 'lines': self.lines})
+      self.tensorboard.iteration(iteration, epsilon, rewards, self.best['reward'])
+
+  def process(self, block: nsc.Block, iteration: int, epsilon: float) -> dict:
+    """The block's record: reused from the log, from the cache, or freshly evaluated."""
+    key = block.canonical_hash()
+    if self.pending.get(key):
+      record = self.pending[key].pop(0)
+    else:
+      record = self.new_record(block, key, iteration, epsilon)
+      self.log.append(record)
+      self.lines += 1
+      self.done_here += 1
+    if not record['cached']:
+      self.cache[key] = {k: record[k] for k in record if k not in _PER_SAMPLE_KEYS}
+    self.strategy.feedback(block, record['reward'])
+    self.tensorboard.block(record)
+    if self.best is None or record['reward'] > self.best['reward']:
+      self.best = record
+      self.write_best(block)
+    self.report_progress(record)
+    return record
+
+  def new_record(self, block: nsc.Block, key: str, iteration: int, epsilon: float) -> dict:
+    cached = key in self.cache
+    if cached:
+      result = self.cache[key]
+    else:
+      if self.evaluate_fn is None:
+        self.evaluate_fn = default_evaluate_fn(self.config)
+      result = normalize_result(block, self.evaluate_fn(block))
+    terms = reward_lib.reward_terms(
+        block, result['accuracy'], self.config.reward, self.config.model.filters)
+    return {**result, **terms, 'index': self.lines, 'iteration': iteration,
+            'epsilon': epsilon, 'codes': block.to_codes(), 'hash': key, 'cached': cached}
+
+  def keep_unmatched_results(self) -> None:
+    """Logged results the agent did not propose again (the config changed): cache them."""
+    for key, records in self.pending.items():
+      for record in records:
+        if not record['cached']:
+          self.cache.setdefault(key, {k: record[k] for k in record
+                                      if k not in _PER_SAMPLE_KEYS})
+    self.pending = {}
+
+  def write_best(self, block: nsc.Block) -> None:
+    write_json_atomic(os.path.join(self.workdir, BEST_FILE), self.best)
+    for suffix in ('png', 'svg'):
+      path = os.path.join(self.workdir, f'best_block.{suffix}')
+      draw.save(block, f'{path}.tmp.{suffix}')
+      os.replace(f'{path}.tmp.{suffix}', path)
+    self.tensorboard.best_block(block, self.best)
+
+  def report_progress(self, record: dict) -> None:
+    done = record['index'] + 1
+    elapsed = time.time() - self.start
+    eta = elapsed / self.done_here * (self.total - done) if self.done_here else float('nan')
+    logging.info(
+        '[%d/%d] iteration %d, epsilon %.2f: reward %.4f%s (best %.4f) | %s elapsed, ETA %s',
+        done, self.total, record['iteration'] + 1, record['epsilon'], record['reward'],
+        ' cached' if record['cached'] else '', self.best['reward'],
+        _duration(elapsed), _duration(eta))
+
+  def summary(self) -> dict:
+    return {
+        'best_codes': self.best['codes'] if self.best else None,
+        'best_reward': self.best['reward'] if self.best else None,
+        'best_accuracy': self.best['accuracy'] if self.best else None,
+        'best': self.best,
+        'blocks_sampled': self.lines,
+        'blocks_evaluated': len(self.cache),
+        'seconds': time.time() - self.start,
+        'workdir': self.workdir,
+    }
+
+  def close(self) -> None:
+    self.log.close()
+    self.tensorboard.close()
+    self.checkpointer.close()
+
+
+_PER_SAMPLE_KEYS = ('index', 'iteration', 'epsilon', 'codes', 'hash', 'cached', 'reward',
+                    'flops_term', 'density_term', 'flops_ratio', 'density')
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'

@@ -6,9 +6,27 @@ about what a poor block reaches after a short CIFAR-10 training. (A landscape fa
 ``q_init = 0.5`` would make every visited action look worse than an unvisited one.)
 """
 
+from blockqnn_jax import agent
 from blockqnn_jax import nsc
+from blockqnn_jax import reward
 
 
 def synthetic_accuracy(block: nsc.Block) -> float:
   conv3 = sum(1 for l in block.layers if l.type == nsc.CONV and l.kernel == 3)
   return 0.4 + 0.5 * conv3 / len(block)
+
+
+def search_rewards(config, seed: int) -> list[tuple[float, float]]:
+  """(epsilon, reward) of every block of a search on this landscape: the agent driven
+  as ``run_search`` drives it, without logs or checkpoints (thousands of blocks/second)."""
+  strategy = agent.make_strategy(config.search, seed)
+  samples = []
+  while not strategy.finished:
+    epsilon = strategy.epsilon
+    for block in [strategy.propose() for _ in range(strategy.blocks_per_iteration)]:
+      terms = reward.reward_terms(block, synthetic_accuracy(block), config.reward,
+                                  config.model.filters)
+      strategy.feedback(block, terms['reward'])
+      samples.append((epsilon, terms['reward']))
+    strategy.end_iteration()
+  return samples

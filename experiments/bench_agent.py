@@ -14,8 +14,6 @@ import time
 from absl import app
 from absl import flags
 
-from blockqnn_jax import agent
-from blockqnn_jax import reward
 from blockqnn_jax import surrogate
 from configs import default
 
@@ -29,16 +27,8 @@ def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
   config.search.strategy = strategy_name
   config.search.epsilon_schedule = tuple(
       (eps, max(1, round(n * scale))) for eps, n in config.search.epsilon_schedule)
-  strategy = agent.make_strategy(config.search, seed)
-  samples, start = [], time.perf_counter()
-  while not strategy.finished:
-    epsilon = strategy.epsilon
-    for block in [strategy.propose() for _ in range(strategy.blocks_per_iteration)]:
-      accuracy = surrogate.synthetic_accuracy(block)
-      value = reward.reward_terms(block, accuracy, config.reward, config.model.filters)['reward']
-      strategy.feedback(block, value)
-      samples.append((epsilon, value))
-    strategy.end_iteration()
+  start = time.perf_counter()
+  samples = surrogate.search_rewards(config, seed)
   return samples, len(samples) / (time.perf_counter() - start)
 
 

@@ -83,20 +83,18 @@ def test_bad_evaluate_results_are_clear_errors(tmp_path, bad):
     search.run_search(small_config(), str(tmp_path), lambda block: bad)
 
 
-def test_qlearning_beats_random_search_on_a_known_landscape(tmp_path):
+def search_rewards(strategy_name: str, seed: int) -> list[tuple[float, float]]:
+  config = default.get_config()
+  config.search.strategy = strategy_name
+  config.search.epsilon_schedule = PAPER_SCHEDULE_QUARTER
+  return surrogate.search_rewards(config, seed)
+
+
+def test_qlearning_beats_random_search_on_a_known_landscape():
   """At a quarter of the paper's schedule (2,496 blocks), over three seeds."""
   margins = []
   for seed in range(3):
-    rewards = {}
-    for strategy in ('qlearning', 'random'):
-      config = default.get_config()
-      config.seed = seed
-      config.search.strategy = strategy
-      config.search.epsilon_schedule = PAPER_SCHEDULE_QUARTER
-      workdir = tmp_path / f'{strategy}{seed}'
-      search.run_search(config, str(workdir), surrogate.synthetic_accuracy)
-      rewards[strategy] = [(r['epsilon'], r['reward']) for r in read_results(workdir)]
-    late = [r for eps, r in rewards['qlearning'] if eps <= 0.3]
-    baseline = [r for _, r in rewards['random']][-len(late):]
+    late = [r for eps, r in search_rewards('qlearning', seed) if eps <= 0.3]
+    baseline = [r for _, r in search_rewards('random', seed)][-len(late):]
     margins.append(np.mean(late) - np.mean(baseline))
   assert min(margins) > 0.2, margins

@@ -1,0 +1,62 @@
+"""TensorBoard event files for a search (tensorboardX: no TensorFlow needed).
+
+Tags: ``block/*`` per evaluated block (step = its index in results.jsonl): accuracy,
+reward and each reward term; ``iteration/*`` per iteration: epsilon, mean and best reward
+of the iteration, best reward so far; ``best_block`` as a picture and its codes as text;
+the config as hyperparameters.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams
+
+from blockqnn_jax import draw
+from blockqnn_jax import nsc
+
+BLOCK_TAGS = ('accuracy', 'reward', 'flops_term', 'density_term')
+
+
+class SearchSummaries:
+  """Writes the search's TensorBoard events into ``workdir``."""
+
+  def __init__(self, workdir: str, config):
+    self.writer = SummaryWriter(workdir)
+    flat = flatten(json.loads(config.to_json()))
+    for summary in hparams(flat, {'iteration/best_so_far': 0.0}):
+      self.writer.file_writer.add_summary(summary)
+
+  def block(self, record: dict) -> None:
+    for tag in BLOCK_TAGS:
+      self.writer.add_scalar(f'block/{tag}', record[tag], record['index'])
+
+  def iteration(self, iteration: int, epsilon: float, rewards: list[float],
+                best_so_far: float) -> None:
+    self.writer.add_scalar('iteration/epsilon', epsilon, iteration)
+    self.writer.add_scalar('iteration/mean_reward', float(np.mean(rewards)), iteration)
+    self.writer.add_scalar('iteration/best_reward', max(rewards), iteration)
+    self.writer.add_scalar('iteration/best_so_far', best_so_far, iteration)
+    self.writer.flush()
+
+  def best_block(self, block: nsc.Block, record: dict) -> None:
+    image = np.asarray(draw.to_image(block))
+    self.writer.add_image('best_block', image, record['index'], dataformats='HWC')
+    self.writer.add_text('best_block/codes', json.dumps(record['codes']), record['index'])
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """Nested config -> {'search.max_layers': 23, ...}; lists become strings."""
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{name}.'))
+    else:
+      flat[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+  return flat

@@ -1,0 +1,28 @@
+"""The paper's search on CIFAR-10: the full epsilon schedule, 12-epoch early stop, N = 2.
+
+  python -m blockqnn_jax.main --config=configs/cifar10.py --workdir=/tmp/blockqnn_cifar10
+  python -m blockqnn_jax.main --config=configs/cifar10.py:smoke --workdir=/tmp/smoke
+
+The ``smoke`` variant shrinks everything (data, network, schedule) so that the whole
+pipeline runs in a few minutes on a CPU.
+"""
+
+from configs import default
+
+
+def get_config(variant: str = ''):
+  config = default.get_config()
+  config.dataset = 'cifar10'
+  if variant == 'smoke':
+    config.max_train_examples = 1024
+    config.validation_examples = 512
+    config.batch_size = 128
+    config.early_stop.epochs = 1
+    config.model.filters = 8
+    config.model.repeats = 1
+    config.search.max_layers = 4
+    config.search.blocks_per_iteration = 4
+    config.search.epsilon_schedule = ((1.0, 1), (0.1, 1))
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of configs/cifar10.py, allowed: 'smoke'")
+  return config

@@ -1,0 +1,111 @@
+"""The command line, start-up config checks, TensorBoard events and block pictures."""
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from blockqnn_jax import check_config
+from blockqnn_jax import draw
+from blockqnn_jax import nsc
+from blockqnn_jax import search
+from blockqnn_jax import surrogate
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_search_config():
+  config = default.get_config()
+  config.dataset = 'digits'
+  config.validation_examples = 300
+  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
+  config.search.blocks_per_iteration = 4
+  config.search.max_layers = 4
+  return config
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('mode', 'evolve', "config.mode='evolve' is not allowed: one of ('search', 'train'"),
+    ('mode', 'train', "config.mode='train' is not implemented yet"),
+    ('dataset', 'no_such_dataset', "config.dataset='no_such_dataset': Unknown dataset"),
+    ('search.strategy', 'evolution', "config.search.strategy='evolution' is not allowed"),
+    ('executor', 'slurm', "config.executor='slurm' is not allowed: one of ('local', 'ray')"),
+    ('early_stop.epochs', -1, 'config.early_stop.epochs=-1 is not allowed: an integer >= 1'),
+    ('search.epsilon_schedule', ((1.5, 3),), 'epsilon 1.5 must be in [0, 1]'),
+    ('search.epsilon_schedule', ((0.5, 0),), 'iterations 0 must be an integer >= 1'),
+    ('search.epsilon_schedule', (), 'at least one (epsilon, iterations) pair'),
+    ('block', '[[1, 9, 0, 0, 0], [2, 7, 0, 0, 0]]', 'unknown type 9'),
+    ('block', '/no/such/best_block.json', 'no block file at /no/such/best_block.json'),
+    ('model.template', 'vgg', "config.model.template='vgg' is not allowed"),
+    ('dtype', 'float16', "config.dtype='float16' is not allowed"),
+    ('validation_examples', 5000, 'must be less than the 1500 training examples'),
+])
+def test_every_config_mistake_is_one_clear_line(field, value, message):
+  config = tiny_search_config()
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(check_config.ConfigError) as error:
+    check_config.check_config(config)
+  assert message in str(error.value)
+  assert '\n' not in str(error.value)
+
+
+def test_the_command_line_exits_with_one_line_before_any_work(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'blockqnn_jax.main', '--config=configs/quickstart.py',
+       f'--workdir={tmp_path / "work"}', '--config.early_stop.epochs=-2'],
+      cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: config.early_stop.epochs=-2 is not allowed: an integer >= 1')
+  assert not (tmp_path / 'work').exists()
+
+
+def test_config_variants_load():
+  from configs import cifar10, cifar100, quickstart  # pylint: disable=g-import-not-at-top
+  smoke = cifar10.get_config('smoke')
+  assert smoke.early_stop.epochs == 1 and cifar10.get_config().early_stop.epochs == 12
+  assert cifar100.get_config().dataset == 'cifar100'
+  assert quickstart.get_config().dataset == 'digits'
+  with pytest.raises(ValueError, match="unknown variant 'huge'"):
+    cifar10.get_config('huge')
+
+
+def test_tensorboard_events_hold_the_search(tmp_path):
+  search.run_search(tiny_search_config(), str(tmp_path), surrogate.synthetic_accuracy)
+  events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'tensors': 0})
+  events.Reload()
+  tags = events.Tags()
+  for tag in ('block/accuracy', 'block/reward', 'block/flops_term', 'block/density_term',
+              'iteration/epsilon', 'iteration/mean_reward', 'iteration/best_reward',
+              'iteration/best_so_far'):
+    assert tag in tags['scalars'], tag
+  assert len(events.Scalars('block/reward')) == 12
+  assert [e.value for e in events.Scalars('iteration/epsilon')] == pytest.approx([1, 1, 0.1])
+  assert 'best_block' in tags['images']
+  assert 'best_block/codes/text_summary' in tags['tensors']
+  assert '_hparams_/experiment' in events.PluginTagToContent('hparams')
+
+
+def test_best_block_pictures_are_written(tmp_path):
+  search.run_search(tiny_search_config(), str(tmp_path), surrogate.synthetic_accuracy)
+  best = json.loads((tmp_path / 'best_block.json').read_text())
+  with Image.open(tmp_path / 'best_block.png') as image:
+    assert image.width > 100 and image.height > 100
+  svg = (tmp_path / 'best_block.svg').read_text()
+  for layer in nsc.Block.from_codes(best['codes']).layers:
+    assert f'{layer.index}: {layer.label}' in svg
+
+
+def test_draw_any_block_from_its_codes_in_one_line(tmp_path):
+  out = tmp_path / 'block.png'
+  subprocess.run([sys.executable, '-m', 'blockqnn_jax.draw',
+                  '[[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]',
+                  str(out)], cwd=ROOT, check=True)
+  assert Image.open(out).size == draw.to_image(
+      nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 6, 0, 1, 2],
+                            [4, 7, 0, 0, 0]])).size

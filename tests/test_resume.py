@@ -1,0 +1,172 @@
+"""Resume: a search killed at any moment continues to the same end, losing nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from blockqnn_jax import checkpoint
+from blockqnn_jax import search
+from blockqnn_jax import surrogate
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Crash(Exception):
+  """Stands in for the process dying."""
+
+
+def resume_config():
+  config = default.get_config()
+  config.seed = 3
+  config.search.epsilon_schedule = ((1.0, 2), (0.5, 2), (0.1, 2))
+  config.search.blocks_per_iteration = 6
+  config.search.max_layers = 5
+  return config
+
+
+class CountingEvaluator:
+  """The surrogate, counting calls; raises Crash on call number `crash_at` (1-based)."""
+
+  def __init__(self, crash_at=None):
+    self.calls, self.crash_at = 0, crash_at
+
+  def __call__(self, block):
+    self.calls += 1
+    if self.calls == self.crash_at:
+      raise Crash()
+    return {'accuracy': surrogate.synthetic_accuracy(block), 'train_seconds': 0.0}
+
+
+def outcome(workdir):
+  """What must not depend on interruptions: every record and the final agent state."""
+  records = search.read_results(str(workdir))
+  agent_state, search_state = checkpoint.SearchCheckpointer(str(workdir)).restore()
+  return records, agent_state, search_state
+
+
+def assert_same_outcome(a, b):
+  records_a, agent_a, search_a = a
+  records_b, agent_b, search_b = b
+  assert records_a == records_b
+  assert search_a == search_b
+  assert agent_a.keys() == agent_b.keys()
+  for key, value in agent_a.items():
+    if isinstance(value, np.ndarray):
+      np.testing.assert_array_equal(value, agent_b[key])
+    else:
+      assert value == agent_b[key], key
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  evaluator = CountingEvaluator()
+  search.run_search(resume_config(), str(workdir), evaluator)
+  return outcome(workdir), evaluator.calls
+
+
+@pytest.mark.parametrize('crash_at', [1, 4, 7, 13, 20])  # first call, mid-iteration, ...
+def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterrupted,
+                                                             crash_at):
+  expected, expected_calls = uninterrupted
+  crashing = CountingEvaluator(crash_at)
+  with pytest.raises(Crash):
+    search.run_search(resume_config(), str(tmp_path), crashing)
+  resumed = CountingEvaluator()
+  search.run_search(resume_config(), str(tmp_path), resumed)
+  assert_same_outcome(outcome(tmp_path), expected)
+  # Nothing finished was trained again: only the evaluation that crashed is repeated.
+  assert crashing.calls - 1 + resumed.calls == expected_calls
+
+
+def test_resume_after_a_crash_inside_a_checkpoint(tmp_path, uninterrupted, monkeypatch):
+  saves = []
+  original = checkpoint.SearchCheckpointer.save
+
+  def crash_on_third_save(self, step, *args):
+    saves.append(step)
+    if len(saves) == 3:
+      raise Crash()
+    original(self, step, *args)
+
+  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', crash_on_third_save)
+  with pytest.raises(Crash):
+    search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', original)
+  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  assert_same_outcome(outcome(tmp_path), uninterrupted[0])
+
+
+def test_a_torn_last_line_is_cut_off_and_re_evaluated(tmp_path, uninterrupted):
+  with pytest.raises(Crash):
+    search.run_search(resume_config(), str(tmp_path), CountingEvaluator(crash_at=9))
+  with open(tmp_path / 'results.jsonl', 'a') as f:
+    f.write('{"codes": [[1, 1, 3')  # a write the kill cut short
+  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  assert_same_outcome(outcome(tmp_path), uninterrupted[0])
+
+
+def test_a_finished_search_resumes_to_nothing_to_do(tmp_path):
+  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  again = CountingEvaluator()
+  summary = search.run_search(resume_config(), str(tmp_path), again)
+  assert again.calls == 0 and summary['blocks_sampled'] == 36
+
+
+def test_a_workdir_of_another_config_is_refused_unless_allowed(tmp_path):
+  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  changed = resume_config()
+  changed.search.max_layers = 7
+  with pytest.raises(search.ConfigMismatchError, match='search.max_layers: 5 -> 7'):
+    search.run_search(changed, str(tmp_path), CountingEvaluator())
+  with pytest.raises(ValueError, match='searched max_layers=5, not 7'):
+    search.run_search(changed, str(tmp_path), CountingEvaluator(), allow_config_change=True)
+  changed = resume_config()
+  changed.search.epsilon_schedule = ((1.0, 2), (0.5, 2), (0.1, 3))  # one more iteration
+  summary = search.run_search(changed, str(tmp_path), CountingEvaluator(),
+                              allow_config_change=True)
+  assert summary['blocks_sampled'] == 42
+
+
+KILLABLE_SEARCH = '''
+import sys, time
+from blockqnn_jax import search
+sys.path.insert(0, {root!r})
+from tests import test_resume
+
+evaluate = test_resume.CountingEvaluator()
+
+def slow(block):
+  time.sleep(0.05)
+  return evaluate(block)
+
+search.run_search(test_resume.resume_config(), sys.argv[1], slow)
+'''
+
+
+def test_sigkill_at_any_moment_then_rerun_finishes_the_same(tmp_path, uninterrupted):
+  script = tmp_path / 'search.py'
+  script.write_text(KILLABLE_SEARCH.format(root=ROOT))
+  workdir = tmp_path / 'work'
+  command = [sys.executable, str(script), str(workdir)]
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  for lines_before_kill in (3, 14, 25):
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+      log = workdir / 'results.jsonl'
+      if log.exists() and log.read_text().count('\n') >= lines_before_kill:
+        break
+      time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  subprocess.run(command, env=env, check=True, capture_output=True)
+  assert_same_outcome(outcome(workdir), uninterrupted[0])
