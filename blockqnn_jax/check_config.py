@@ -9,6 +9,7 @@ import numbers
 
 from blockqnn_jax import agent
 from blockqnn_jax import data
+from blockqnn_jax import executors
 from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import search
@@ -16,8 +17,6 @@ from blockqnn_jax import train
 
 MODES = ('search', 'train', 'transfer_imagenet')
 IMPLEMENTED_MODES = ('search',)
-EXECUTORS = ('local', 'ray')
-IMPLEMENTED_EXECUTORS = ('local',)
 
 
 class ConfigError(ValueError):
@@ -70,10 +69,24 @@ def _check_schedule(schedule):
       _fail(field, schedule, f'iterations {n!r} must be an integer >= 1')
 
 
+def _check_ray(config):
+  try:
+    import ray  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ConfigError("config.executor='ray' needs Ray: pip install -r requirements-ray.txt"
+                      ) from None
+  _check_int(config, 'ray.max_in_flight', 0)
+  _check_number(config, 'ray.gpus_per_trial', -1, 1e6)
+  _check_number(config, 'ray.cpus_per_trial', 0, 1e6)
+  _check_int(config, 'ray.max_retries', 0)
+
+
 def check_config(config) -> None:
   """Raises ConfigError for the first field that is not allowed."""
   _check_choice(config, 'mode', MODES, IMPLEMENTED_MODES)
-  _check_choice(config, 'executor', EXECUTORS, IMPLEMENTED_EXECUTORS)
+  _check_choice(config, 'executor', executors.EXECUTORS)
+  if config.executor == 'ray':
+    _check_ray(config)
   _check_int(config, 'seed', 0)
   if not isinstance(config.dataset, str) or not config.dataset:
     _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "

@@ -14,6 +14,7 @@ them is evaluated; every record carries the iteration and epsilon it was sampled
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from absl import logging
 from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import checkpoint as checkpoint_lib
 from blockqnn_jax import draw
+from blockqnn_jax import executors
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
 from blockqnn_jax import summaries
@@ -103,8 +105,12 @@ def load_block(spec: str, max_layers: int = nsc.MAX_LAYERS) -> nsc.Block:
 
 def default_evaluate_fn(config) -> EvaluateFn:
   """The real trainer: each block is built, trained briefly and scored on validation data."""
-  from blockqnn_jax import train  # pylint: disable=g-import-not-at-top  (imports JAX)
-  return lambda block: train.evaluate_block(block, config)
+  return functools.partial(_train_and_evaluate, config=config)
+
+
+def _train_and_evaluate(block: nsc.Block, config) -> dict:
+  from blockqnn_jax import train  # pylint: disable=g-import-not-at-top  (JAX, in the worker)
+  return train.evaluate_block(block, config)
 
 
 class ConfigMismatchError(ValueError):
@@ -178,7 +184,7 @@ class _SearchRun:
   """The state of one search process: agent, cache, logs, checkpoints."""
 
   def __init__(self, config, workdir: str, evaluate_fn: EvaluateFn | None):
-    self.config, self.workdir, self.evaluate_fn = config, workdir, evaluate_fn
+    self.config, self.workdir = config, workdir
     self.strategy = agent_lib.make_strategy(config.search, config.seed)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
@@ -201,6 +207,7 @@ class _SearchRun:
     self.total = self.strategy.num_iterations * self.strategy.blocks_per_iteration
     self.log = ResultsLog(workdir)
     self.tensorboard = summaries.SearchSummaries(workdir, config)
+    self.executor = executors.make_executor(config, evaluate_fn or default_evaluate_fn(config))
     self.start, self.done_here = time.time(), 0
     if lines or records:
       logging.info('resuming %s at iteration %d: %d results logged, %d reused',
@@ -210,45 +217,71 @@ class _SearchRun:
     while not self.strategy.finished:
       iteration, epsilon = self.strategy.iteration, self.strategy.epsilon
       blocks = [self.strategy.propose() for _ in range(self.strategy.blocks_per_iteration)]
-      rewards = [self.process(block, iteration, epsilon)['reward'] for block in blocks]
+      self.rewards = []
+      # Blocks cached before this iteration are logged first, in proposal order; then
+      # the results of this iteration logged before a restart, in log order; then the
+      # rest is evaluated. A resumed iteration thus feeds the agent in the same order.
+      fresh = []
+      for block in blocks:
+        key = block.canonical_hash()
+        if key not in self.cache:
+          fresh.append((block, key))
+        elif self.pending.get(key):
+          self.consume(block, self.pending[key].pop(0))
+        else:
+          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
+      logged = [(self.pending[key].pop(0), block) for block, key in fresh
+                if self.pending.get(key)]
+      for record, block in sorted(logged, key=lambda pair: pair[0]['index']):
+        self.consume(block, record)
+      replayed = {id(block) for _, block in logged}
+      waiting: dict[str, list[nsc.Block]] = {}  # submitted key -> blocks that need it
+      for block, key in fresh:
+        if id(block) in replayed:
+          continue
+        if key in self.cache:
+          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
+        elif key in waiting:
+          waiting[key].append(block)
+        else:
+          waiting[key] = [block]
+          self.executor.submit(key, block)
+      while waiting:
+        key, result = self.executor.next_result()
+        first, *duplicates = waiting.pop(key)
+        self.log_new(first, key, normalize_result(first, result), False, iteration, epsilon)
+        for block in duplicates:
+          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
       self.keep_unmatched_results()
       self.strategy.end_iteration()
       self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
                              {'cache': self.cache, 'best': self.best, 'lines': self.lines})
-      self.tensorboard.iteration(iteration, epsilon, rewards, self.best['reward'])
+      self.tensorboard.iteration(iteration, epsilon, self.rewards, self.best['reward'])
 
-  def process(self, block: nsc.Block, iteration: int, epsilon: float) -> dict:
-    """The block's record: reused from the log, from the cache, or freshly evaluated."""
-    key = block.canonical_hash()
-    if self.pending.get(key):
-      record = self.pending[key].pop(0)
-    else:
-      record = self.new_record(block, key, iteration, epsilon)
-      self.log.append(record)
-      self.lines += 1
-      self.done_here += 1
+  def log_new(self, block: nsc.Block, key: str, result: dict, cached: bool, iteration: int,
+              epsilon: float) -> None:
+    """Makes the record of a fresh or cached result, logs it durably, then learns from it."""
+    terms = reward_lib.reward_terms(
+        block, result['accuracy'], self.config.reward, self.config.model.filters)
+    record = {**result, **terms, 'index': self.lines, 'iteration': iteration,
+              'epsilon': epsilon, 'codes': block.to_codes(), 'hash': key, 'cached': cached}
+    self.log.append(record)
+    self.lines += 1
+    self.done_here += 1
+    self.consume(block, record)
+
+  def consume(self, block: nsc.Block, record: dict) -> None:
+    """Feeds a logged record to the cache, the agent, TensorBoard and the best block."""
     if not record['cached']:
-      self.cache[key] = {k: record[k] for k in record if k not in _PER_SAMPLE_KEYS}
+      self.cache[record['hash']] = {
+          k: record[k] for k in record if k not in _PER_SAMPLE_KEYS}
     self.strategy.feedback(block, record['reward'])
+    self.rewards.append(record['reward'])
     self.tensorboard.block(record)
     if self.best is None or record['reward'] > self.best['reward']:
       self.best = record
       self.write_best(block)
     self.report_progress(record)
-    return record
-
-  def new_record(self, block: nsc.Block, key: str, iteration: int, epsilon: float) -> dict:
-    cached = key in self.cache
-    if cached:
-      result = self.cache[key]
-    else:
-      if self.evaluate_fn is None:
-        self.evaluate_fn = default_evaluate_fn(self.config)
-      result = normalize_result(block, self.evaluate_fn(block))
-    terms = reward_lib.reward_terms(
-        block, result['accuracy'], self.config.reward, self.config.model.filters)
-    return {**result, **terms, 'index': self.lines, 'iteration': iteration,
-            'epsilon': epsilon, 'codes': block.to_codes(), 'hash': key, 'cached': cached}
 
   def keep_unmatched_results(self) -> None:
     """Logged results the agent did not propose again (the config changed): cache them."""
@@ -290,6 +323,7 @@ class _SearchRun:
     }
 
   def close(self) -> None:
+    self.executor.close()
     self.log.close()
     self.tensorboard.close()
     self.checkpointer.close()

@@ -21,8 +21,15 @@ def get_config():
   config.dataset = 'cifar10'
   # Where TFDS looks for prepared datasets; '' means $TFDS_DATA_DIR, else TFDS's default.
   config.data_dir = ''
-  # 'local' (one child at a time, data-parallel over local devices) or 'ray'.
+  # 'local' (one child at a time, data-parallel over local devices) or 'ray' (many
+  # children at once, on any number of GPUs and machines).
   config.executor = 'local'
+  config.ray = ml_collections.ConfigDict()
+  config.ray.address = ''          # '' starts a local cluster; 'auto' joins `ray start`'s
+  config.ray.max_in_flight = 0     # children at once; 0 = as many as the cluster fits
+  config.ray.gpus_per_trial = -1   # -1 = one GPU per child where the cluster has GPUs
+  config.ray.cpus_per_trial = 1.0
+  config.ray.max_retries = 2       # re-runs of a child whose worker died
   # The block to train in 'train'/'transfer_imagenet' mode: a best_block.json path, a
   # search workdir, or inline codes as JSON text.
   config.block = ''
