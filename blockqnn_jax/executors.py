@@ -7,7 +7,7 @@ over this process's devices. ``RayExecutor`` keeps a pool of actors, one per tri
 process, so the dataset it loads for its first child is reused by every later one. Up to
 ``config.ray.max_in_flight`` children run at once; results come back in the order they
 finish. A child whose worker process dies (killed, node lost) is retried up to
-``config.ray.max_retries`` times on a restarted actor, then reported failed; an exception
+``config.ray.max_retries`` times on a fresh actor, then reported failed; an exception
 inside a child fails that child only.
 
 Ray is optional (``pip install -r requirements-ray.txt``) and imported only here.
@@ -16,6 +16,7 @@ Ray is optional (``pip install -r requirements-ray.txt``) and imported only here
 from __future__ import annotations
 
 import collections
+import os
 from typing import Callable
 
 from absl import logging
@@ -65,8 +66,11 @@ class RayExecutor:
     self.ray = ray
     self.started_ray = not ray.is_initialized()
     if self.started_ray:
+      # Workers import blockqnn_jax from this checkout (the same path on every node).
+      root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+      python_path = os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')]))
       ray.init(address=ray_config.address or None, include_dashboard=False,
-               log_to_driver=False)
+               log_to_driver=False, runtime_env={'env_vars': {'PYTHONPATH': python_path}})
     resources = ray.cluster_resources()
     gpus = ray_config.gpus_per_trial
     if gpus < 0:  # automatic: one GPU per trial where the cluster has GPUs
@@ -74,9 +78,10 @@ class RayExecutor:
     slots = ray_config.max_in_flight or int(
         resources.get('GPU', 0) // gpus if gpus else resources.get('CPU', 1) //
         ray_config.cpus_per_trial) or 1
-    actor = ray.remote(_Evaluator).options(
-        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus, max_restarts=-1)
-    self.actors = [actor.remote(evaluate_fn) for _ in range(slots)]
+    actor_class = ray.remote(_Evaluator).options(
+        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus)
+    self.new_actor = lambda: actor_class.remote(evaluate_fn)
+    self.actors = [self.new_actor() for _ in range(slots)]
     self.idle = list(self.actors)
     self.max_retries = ray_config.max_retries
     self.queue = collections.deque()   # (key, block, attempt) not yet started
@@ -100,11 +105,12 @@ class RayExecutor:
     while True:
       [ref], _ = self.ray.wait(list(self.in_flight), num_returns=1)
       key, block, actor, attempt = self.in_flight.pop(ref)
-      self.idle.append(actor)
       try:
         result = self.ray.get(ref)
+        self.idle.append(actor)
       except (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
               errors.ObjectLostError) as error:
+        self.replace(actor)
         if attempt < self.max_retries:
           logging.warning('worker died evaluating %s (attempt %d), retrying: %s',
                           block.to_codes(), attempt + 1, error)
@@ -113,9 +119,16 @@ class RayExecutor:
           continue
         result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}')
       except errors.RayTaskError as error:
+        self.idle.append(actor)
         result = _failed(f'{type(error.cause).__name__}: {error.cause}')
       self._launch()
       return key, result
+
+  def replace(self, dead) -> None:
+    """A fresh worker process in place of one that died (its calls queue until it is up)."""
+    self.actors.remove(dead)
+    self.actors.append(self.new_actor())
+    self.idle.append(self.actors[-1])
 
   def close(self) -> None:
     for actor in self.actors:

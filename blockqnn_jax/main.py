@@ -11,6 +11,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from blockqnn_jax import check_config
@@ -39,6 +40,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  # Orbax narrates every checkpoint at INFO; keep the search's own progress readable.
+  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
   try:
     check_config.check_config(config)
     summary = search.run_search(config, _WORKDIR.value,

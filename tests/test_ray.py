@@ -1,0 +1,120 @@
+"""The Ray executor on a local two-CPU cluster: completes, retries dead workers, resumes."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from blockqnn_jax import search
+from blockqnn_jax import surrogate
+from configs import default
+
+ray = pytest.importorskip('ray', reason='Ray is optional: pip install -r requirements-ray.txt')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module', autouse=True)
+def cluster():
+  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+           runtime_env={'env_vars': {'PYTHONPATH': ROOT}})
+  yield
+  ray.shutdown()
+
+
+def ray_config(executor='ray'):
+  config = default.get_config()
+  config.seed = 5
+  config.executor = executor
+  config.ray.max_in_flight = 2
+  config.ray.max_retries = 2
+  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
+  config.search.blocks_per_iteration = 4
+  config.search.max_layers = 4
+  return config
+
+
+def records_of(workdir):
+  return [json.loads(l) for l in (workdir / 'results.jsonl').read_text().splitlines()]
+
+
+class Evaluator:
+  """The surrogate; with a `marks` directory, it notes every call there, and it kills its
+  own worker process the first `deaths` times it sees a block."""
+
+  def __init__(self, marks=None, deaths=0):
+    self.marks, self.deaths = marks, deaths
+
+  def __call__(self, block):
+    if self.marks:
+      key = block.canonical_hash()
+      with open(os.path.join(self.marks, f'{key}.calls'), 'a') as f:
+        f.write('x')
+      with open(os.path.join(self.marks, f'{key}.calls')) as f:
+        calls = len(f.read())
+      if calls <= self.deaths:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return {'accuracy': surrogate.synthetic_accuracy(block), 'train_seconds': 0.05}
+
+
+def test_ray_search_completes_like_a_local_one(tmp_path):
+  local = search.run_search(ray_config('local'), str(tmp_path / 'local'), Evaluator())
+  remote = search.run_search(ray_config(), str(tmp_path / 'ray'), Evaluator())
+  assert remote['blocks_sampled'] == local['blocks_sampled'] == 12
+  for record in records_of(tmp_path / 'ray'):
+    assert record['status'] == 'ok' and 0.4 <= record['accuracy'] <= 0.9
+  assert remote['best_reward'] is not None
+
+
+def test_a_killed_worker_is_retried_and_the_search_completes(tmp_path):
+  marks = tmp_path / 'marks'
+  marks.mkdir()
+  search.run_search(ray_config(), str(tmp_path / 'work'), Evaluator(str(marks), deaths=1))
+  records = records_of(tmp_path / 'work')
+  assert len(records) == 12 and all(r['status'] == 'ok' for r in records)
+  evaluated = [r['hash'] for r in records if not r['cached']]
+  assert all(len((marks / f'{key}.calls').read_text()) == 2 for key in evaluated)
+
+
+def test_a_child_whose_worker_always_dies_is_recorded_failed(tmp_path):
+  config = ray_config()
+  config.ray.max_retries = 1
+  config.search.epsilon_schedule = ((1.0, 1),)
+  config.search.blocks_per_iteration = 2
+  marks = tmp_path / 'marks'
+  marks.mkdir()
+  search.run_search(config, str(tmp_path / 'work'), Evaluator(str(marks), deaths=99))
+  records = records_of(tmp_path / 'work')
+  assert records and all(r['status'] == 'failed' and 'worker died 2 times' in r['reason']
+                         for r in records)
+
+
+class DriverCrash(Exception):
+  pass
+
+
+def test_a_resumed_ray_search_loses_nothing(tmp_path, monkeypatch):
+  marks = tmp_path / 'marks'
+  marks.mkdir()
+  workdir = tmp_path / 'work'
+  original = search._SearchRun.consume
+  consumed = []
+
+  def crash_after_six(self, block, record):
+    original(self, block, record)
+    consumed.append(record)
+    if len(consumed) == 6:
+      raise DriverCrash()
+
+  monkeypatch.setattr(search._SearchRun, 'consume', crash_after_six)
+  with pytest.raises(DriverCrash):
+    search.run_search(ray_config(), str(workdir), Evaluator(str(marks)))
+  before = records_of(workdir)
+  monkeypatch.setattr(search._SearchRun, 'consume', original)
+  search.run_search(ray_config(), str(workdir), Evaluator(str(marks)))
+  after = records_of(workdir)
+  assert after[:len(before)] == before and len(after) == 12
+  finished = {r['hash'] for r in before if not r['cached']}
+  assert all(len((marks / f'{key}.calls').read_text()) == 1 for key in finished)
