@@ -215,56 +215,72 @@ class _SearchRun:
 
   def loop(self) -> None:
     while not self.strategy.finished:
-      iteration, epsilon = self.strategy.iteration, self.strategy.epsilon
+      self.iteration, self.epsilon = self.strategy.iteration, self.strategy.epsilon
       blocks = [self.strategy.propose() for _ in range(self.strategy.blocks_per_iteration)]
       self.rewards = []
       # Blocks cached before this iteration are logged first, in proposal order; then
       # the results of this iteration logged before a restart, in log order; then the
       # rest is evaluated. A resumed iteration thus feeds the agent in the same order.
-      fresh = []
-      for block in blocks:
-        key = block.canonical_hash()
-        if key not in self.cache:
-          fresh.append((block, key))
-        elif self.pending.get(key):
-          self.consume(block, self.pending[key].pop(0))
-        else:
-          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
-      logged = [(self.pending[key].pop(0), block) for block, key in fresh
-                if self.pending.get(key)]
-      for record, block in sorted(logged, key=lambda pair: pair[0]['index']):
-        self.consume(block, record)
-      replayed = {id(block) for _, block in logged}
-      waiting: dict[str, list[nsc.Block]] = {}  # submitted key -> blocks that need it
-      for block, key in fresh:
-        if id(block) in replayed:
-          continue
-        if key in self.cache:
-          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
-        elif key in waiting:
-          waiting[key].append(block)
-        else:
-          waiting[key] = [block]
-          self.executor.submit(key, block)
-      while waiting:
-        key, result = self.executor.next_result()
-        first, *duplicates = waiting.pop(key)
-        self.log_new(first, key, normalize_result(first, result), False, iteration, epsilon)
-        for block in duplicates:
-          self.log_new(block, key, self.cache[key], True, iteration, epsilon)
+      fresh = self.log_cached(blocks)
+      fresh = self.replay_logged(fresh)
+      self.evaluate(fresh)
       self.keep_unmatched_results()
       self.strategy.end_iteration()
       self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
                              {'cache': self.cache, 'best': self.best, 'lines': self.lines})
-      self.tensorboard.iteration(iteration, epsilon, self.rewards, self.best['reward'])
+      self.tensorboard.iteration(self.iteration, self.epsilon, self.rewards,
+                                 self.best['reward'])
 
-  def log_new(self, block: nsc.Block, key: str, result: dict, cached: bool, iteration: int,
-              epsilon: float) -> None:
+  def log_cached(self, blocks: list[nsc.Block]) -> list[tuple[nsc.Block, str]]:
+    """Logs the blocks whose result is cached; returns the others with their keys."""
+    fresh = []
+    for block in blocks:
+      key = block.canonical_hash()
+      if key not in self.cache:
+        fresh.append((block, key))
+      elif self.pending.get(key):
+        self.consume(block, self.pending[key].pop(0))
+      else:
+        self.log_new(block, key, self.cache[key], cached=True)
+    return fresh
+
+  def replay_logged(self, fresh: list) -> list[tuple[nsc.Block, str]]:
+    """Feeds results logged before a restart, in log order; returns the blocks left."""
+    logged, left = [], []
+    for block, key in fresh:
+      if self.pending.get(key):
+        logged.append((self.pending[key].pop(0), block))
+      else:
+        left.append((block, key))
+    for record, block in sorted(logged, key=lambda pair: pair[0]['index']):
+      self.consume(block, record)
+    return left
+
+  def evaluate(self, fresh: list) -> None:
+    """Submits each new architecture once and logs results as they finish."""
+    waiting: dict[str, list[nsc.Block]] = {}  # submitted key -> blocks that need it
+    for block, key in fresh:
+      if key in self.cache:  # evaluated before the restart, replayed just now
+        self.log_new(block, key, self.cache[key], cached=True)
+      elif key in waiting:
+        waiting[key].append(block)
+      else:
+        waiting[key] = [block]
+        self.executor.submit(key, block)
+    while waiting:
+      key, result = self.executor.next_result()
+      first, *duplicates = waiting.pop(key)
+      self.log_new(first, key, normalize_result(first, result), cached=False)
+      for block in duplicates:
+        self.log_new(block, key, self.cache[key], cached=True)
+
+  def log_new(self, block: nsc.Block, key: str, result: dict, *, cached: bool) -> None:
     """Makes the record of a fresh or cached result, logs it durably, then learns from it."""
     terms = reward_lib.reward_terms(
         block, result['accuracy'], self.config.reward, self.config.model.filters)
-    record = {**result, **terms, 'index': self.lines, 'iteration': iteration,
-              'epsilon': epsilon, 'codes': block.to_codes(), 'hash': key, 'cached': cached}
+    record = {**result, **terms, 'index': self.lines, 'iteration': self.iteration,
+              'epsilon': self.epsilon, 'codes': block.to_codes(), 'hash': key,
+              'cached': cached}
     self.log.append(record)
     self.lines += 1
     self.done_here += 1

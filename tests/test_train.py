@@ -14,6 +14,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import train
 from configs import default
+from configs import quickstart
 
 SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]])
 CIFAR_DIR = pathlib.Path(
@@ -22,14 +23,8 @@ CIFAR_DIR = pathlib.Path(
 
 
 def digits_config(**overrides):
-  """A child that trains in seconds on scikit-learn's bundled digits."""
-  config = default.get_config()
-  config.dataset = 'digits'
-  config.validation_examples = 300
-  config.batch_size = 64
-  config.early_stop.epochs = 2
-  config.model.filters = 8
-  config.model.repeats = 1
+  """The quickstart's children: they train in seconds on scikit-learn's bundled digits."""
+  config = quickstart.get_config()
   config.update(overrides)
   return config
 
