@@ -14,9 +14,10 @@ from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import train
+from blockqnn_jax import train_final
 
 MODES = ('search', 'train', 'transfer_imagenet')
-IMPLEMENTED_MODES = ('search',)
+IMPLEMENTED_MODES = ('search', 'train')
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,27 @@ def _check_ray(config):
   _check_int(config, 'ray.max_retries', 0)
 
 
+def _check_final_training(config):
+  if not config.block:
+    _fail('block', config.block, 'the block to train: a best_block.json, a search workdir '
+          'or inline codes')
+  _check_int(config, 'train.filters', 1)
+  _check_int(config, 'train.repeats', 1)
+  _check_int(config, 'train.epochs', 1)
+  _check_int(config, 'train.batch_size', 1)
+  _check_number(config, 'train.learning_rate', 0.0, 1e9)
+  _check_number(config, 'train.momentum', 0.0, 1.0)
+  _check_number(config, 'train.weight_decay', 0.0, 1e9)
+  _check_choice(config, 'train.schedule', train_final.SCHEDULES)
+  _check_number(config, 'train.lr_step_factor', 0.0, 1.0)
+  for epoch in config.train.lr_steps:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
+      _fail('train.lr_steps', config.train.lr_steps, 'epochs (integers >= 1)')
+  _check_int(config, 'train.cutout', 0)
+  _check_int(config, 'train.eval_every_epochs', 1)
+  _check_number(config, 'train.checkpoint_every_seconds', 0.0, 1e12)
+
+
 def check_config(config) -> None:
   """Raises ConfigError for the first field that is not allowed."""
   _check_choice(config, 'mode', MODES, IMPLEMENTED_MODES)
@@ -114,6 +136,8 @@ def check_config(config) -> None:
   _check_int(config, 'validation_examples', 1)
   _check_int(config, 'max_train_examples', 0)
   _check_choice(config, 'dtype', train.DTYPES)
+  if config.mode != 'search':
+    _check_final_training(config)
   if config.block:
     try:
       search.load_block(config.block, config.search.max_layers)

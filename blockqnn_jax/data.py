@@ -119,6 +119,18 @@ def augment(rng: jax.Array, images: jax.Array) -> jax.Array:
   return jax.vmap(crop_and_flip)(padded, offsets, flips)
 
 
+def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
+  """Zeroes one random ``size`` x ``size`` square per image (DeVries & Taylor, 2017); the
+  square may hang over the border, as in the original."""
+  n, height, width, _ = images.shape
+  centres = jax.random.randint(rng, (n, 2), 0, jnp.array([height, width]))
+  rows = jnp.arange(height)[None, :, None]
+  cols = jnp.arange(width)[None, None, :]
+  top, left = centres[:, 0, None, None] - size // 2, centres[:, 1, None, None] - size // 2
+  inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+  return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)
+
+
 def _num_train_examples(config):
   """Size of the train split before validation is carved; digits and synthetic are cheap."""
   if config.dataset in ('digits', 'synthetic'):

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from blockqnn_jax import check_config
 from blockqnn_jax import search
+from blockqnn_jax import train_final
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
@@ -44,6 +45,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
   try:
     check_config.check_config(config)
+    if config.mode == 'train':
+      summary = train_final.train_and_evaluate(config, _WORKDIR.value)
+      print(f'test accuracy {summary["test_accuracy"]:.4f} after {summary["epochs"]} epochs; '
+            f'{summary["params"]:,} parameters; trained model in {_WORKDIR.value} '
+            '(blockqnn_jax.train_final.load_model / predict)')
+      return
     summary = search.run_search(config, _WORKDIR.value,
                                 allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (check_config.ConfigError, search.ConfigMismatchError) as error:

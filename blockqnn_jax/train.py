@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import time
 import traceback
+from typing import Callable
 
 from absl import logging
 import jax
@@ -59,9 +60,9 @@ class DeviceData:
 
   train_images: jax.Array
   train_labels: jax.Array
-  validation_images: jax.Array   # padded to whole batches; `validation_mask` marks real ones
-  validation_labels: jax.Array
-  validation_mask: jax.Array
+  eval_images: jax.Array   # validation (search) or test (final training) images, padded
+  eval_labels: jax.Array   # to whole batches; `eval_mask` marks the real ones
+  eval_mask: jax.Array
   mean: jax.Array
   std: jax.Array
   num_classes: int = flax.struct.field(pytree_node=False)
@@ -69,21 +70,22 @@ class DeviceData:
 
 
 @functools.lru_cache(maxsize=2)
-def _device_data(dataset_config: '_DatasetConfig', batch_size: int,
-                 mesh: jax.sharding.Mesh) -> DeviceData:
+def _device_data(dataset_config: '_DatasetConfig', batch_size: int, mesh: jax.sharding.Mesh,
+                 eval_split: str) -> DeviceData:
   dataset = data_lib.load_dataset(dataset_config)
   mean, std = data_lib.normalization(dataset)
   replicated = NamedSharding(mesh, P())
-  pad = -len(dataset.validation_labels) % batch_size
-  mask = np.concatenate([np.ones(len(dataset.validation_labels), bool), np.zeros(pad, bool)])
+  eval_images = getattr(dataset, f'{eval_split}_images')
+  eval_labels = getattr(dataset, f'{eval_split}_labels')
+  pad = -len(eval_labels) % batch_size
+  mask = np.concatenate([np.ones(len(eval_labels), bool), np.zeros(pad, bool)])
   put = lambda x: jax.device_put(x, replicated)
   return DeviceData(
       train_images=put(dataset.train_images),
       train_labels=put(dataset.train_labels),
-      validation_images=put(np.pad(dataset.validation_images,
-                                   [(0, pad)] + [(0, 0)] * 3)),
-      validation_labels=put(np.pad(dataset.validation_labels, (0, pad))),
-      validation_mask=put(mask),
+      eval_images=put(np.pad(eval_images, [(0, pad)] + [(0, 0)] * 3)),
+      eval_labels=put(np.pad(eval_labels, (0, pad))),
+      eval_mask=put(mask),
       mean=put(mean), std=put(std),
       num_classes=dataset.num_classes,
       image_shape=dataset.image_shape)
@@ -98,11 +100,18 @@ class _DatasetConfig:
   max_train_examples: int
 
 
-def device_data(config, mesh: jax.sharding.Mesh) -> DeviceData:
-  """The dataset `config` names, loaded and placed on `mesh` once per process."""
-  dataset_config = _DatasetConfig(config.dataset, config.data_dir,
-                                  config.validation_examples, config.max_train_examples)
-  return _device_data(dataset_config, config.batch_size, mesh)
+def device_data(config, mesh: jax.sharding.Mesh, *, batch_size: int | None = None,
+                final: bool = False) -> DeviceData:
+  """The dataset `config` names, loaded and placed on `mesh` once per process.
+
+  For the search, training images less the validation split, evaluated on validation;
+  for final training (``final=True``) every training image, evaluated on the test split.
+  """
+  dataset_config = _DatasetConfig(
+      config.dataset, config.data_dir, 0 if final else config.validation_examples,
+      config.max_train_examples)
+  return _device_data(dataset_config, batch_size or config.batch_size, mesh,
+                      'test' if final else 'validation')
 
 
 def preprocess(images, mean, std, dtype):
@@ -126,7 +135,8 @@ class Trainer:
   """A child's compiled train-step and evaluation functions, and its state."""
 
   def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, data: DeviceData,
-               mesh: jax.sharding.Mesh, batch_size: int, dtype):
+               mesh: jax.sharding.Mesh, batch_size: int, dtype,
+               augment: Callable = data_lib.augment):
     model.train()
     self.train_graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -135,7 +145,7 @@ class Trainer:
     self.state = jax.device_put(
         {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)},
         replicated)
-    self.tx, self.data, self.mesh, self.dtype = tx, data, mesh, dtype
+    self.tx, self.data, self.mesh, self.dtype, self.augment = tx, data, mesh, dtype, augment
     self.batch_size = batch_size
     self.steps_per_epoch = len(data.train_labels) // batch_size
     if self.steps_per_epoch == 0:
@@ -162,7 +172,7 @@ class Trainer:
     indices = order[step]
     images = jax.lax.with_sharding_constraint(data.train_images[indices], self.batch_sharding)
     labels = jax.lax.with_sharding_constraint(data.train_labels[indices], self.batch_sharding)
-    images = preprocess(data_lib.augment(jax.random.fold_in(rng, step), images),
+    images = preprocess(self.augment(jax.random.fold_in(rng, step), images),
                         data.mean, data.std, self.dtype)
 
     def loss_fn(params, batch_stats):
@@ -177,9 +187,9 @@ class Trainer:
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state}, loss
 
   def _accuracy(self, state, data: DeviceData):
-    images = data.validation_images.reshape(-1, self.batch_size, *data.image_shape)
-    labels = data.validation_labels.reshape(-1, self.batch_size)
-    mask = data.validation_mask.reshape(-1, self.batch_size)
+    images = data.eval_images.reshape(-1, self.batch_size, *data.image_shape)
+    labels = data.eval_labels.reshape(-1, self.batch_size)
+    mask = data.eval_mask.reshape(-1, self.batch_size)
     model = nnx.merge(self.eval_graph, state['params'], state['batch_stats'])
 
     def body(correct, batch):

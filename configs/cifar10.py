@@ -3,8 +3,8 @@
   python -m blockqnn_jax.main --config=configs/cifar10.py --workdir=/tmp/blockqnn_cifar10
   python -m blockqnn_jax.main --config=configs/cifar10.py:smoke --workdir=/tmp/smoke
 
-The ``smoke`` variant shrinks everything (data, network, schedule) so that the whole
-pipeline runs in a few minutes on a CPU.
+The ``smoke`` variant shrinks everything (data, network, schedule, final training) so
+that every mode runs in a few minutes on a CPU.
 """
 
 from configs import default
@@ -23,6 +23,10 @@ def get_config(variant: str = ''):
     config.search.max_layers = 4
     config.search.blocks_per_iteration = 4
     config.search.epsilon_schedule = ((1.0, 1), (0.1, 1))
+    config.train.filters = 8
+    config.train.repeats = 1
+    config.train.epochs = 2
+    config.train.lr_steps = (1,)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/cifar10.py, allowed: 'smoke'")
   return config

@@ -70,6 +70,22 @@ def get_config():
   config.model.filters = 32
   config.model.template = 'cifar'  # or 'imagenet' (strided stem, 4 stages)
 
+  # Full training of a found block (mode='train'): the paper's final CIFAR recipe.
+  config.train = ml_collections.ConfigDict()
+  config.train.filters = 64        # the final network's first-stage width
+  config.train.repeats = 4         # blocks per stage
+  config.train.epochs = 300
+  config.train.batch_size = 128
+  config.train.learning_rate = 0.1  # SGD, momentum 0.9, weight decay 5e-4
+  config.train.momentum = 0.9
+  config.train.weight_decay = 5e-4
+  config.train.schedule = 'steps'  # 'steps' (x lr_step_factor at lr_steps) or 'cosine'
+  config.train.lr_steps = (150, 225)
+  config.train.lr_step_factor = 0.1
+  config.train.cutout = 0          # side of the cutout square; 0 = off (16 is usual)
+  config.train.eval_every_epochs = 1
+  config.train.checkpoint_every_seconds = 600  # besides the checkpoint after every epoch
+
   config.batch_size = 256
   config.validation_examples = 5000  # held out of the training split for the reward
   config.max_train_examples = 0      # 0 = all; a cap for quick runs

@@ -1,0 +1,190 @@
+"""Train a found block in full (``config.mode = 'train'``), resumable at any moment.
+
+  python -m blockqnn_jax.main --config=configs/cifar10.py --config.mode=train \
+      --config.block=SEARCH_WORKDIR --workdir=DIR
+
+The block comes from ``config.block`` (a best_block.json, a search workdir or inline codes)
+and is stacked into the template ``config.model.template`` with ``config.train.filters``
+and ``config.train.repeats``. The recipe is ``config.train``: SGD with momentum, weight
+decay, step or cosine learning-rate schedule, random crop + flip (+ cutout). Every training
+image is used; the test split is evaluated (never during the search, only here).
+
+The training state (parameters, batch statistics, optimizer state) is checkpointed with
+Orbax after every epoch and every ``checkpoint_every_seconds``, with the position in the
+epoch; data order and augmentation derive from (seed, epoch, step), so a resumed run ends
+with the same parameters as an uninterrupted one. The final parameters are the last
+checkpoint in ``DIR/checkpoints``; ``load_model(DIR)`` and ``predict(DIR, images)`` use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tensorboardX import SummaryWriter
+
+from blockqnn_jax import data as data_lib
+from blockqnn_jax import models
+from blockqnn_jax import search
+from blockqnn_jax import train
+
+SCHEDULES = ('steps', 'cosine')
+FINAL_FILE = 'final.json'
+
+
+def make_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """SGD with momentum and weight decay; learning rate in steps or a cosine."""
+  if train_config.schedule == 'cosine':
+    schedule = optax.cosine_decay_schedule(
+        train_config.learning_rate, train_config.epochs * steps_per_epoch)
+  else:
+    schedule = optax.piecewise_constant_schedule(
+        train_config.learning_rate,
+        {epoch * steps_per_epoch: train_config.lr_step_factor
+         for epoch in train_config.lr_steps})
+  return optax.chain(
+      optax.add_decayed_weights(train_config.weight_decay),
+      optax.sgd(schedule, momentum=train_config.momentum)), schedule
+
+
+def final_model_config(config):
+  model_config = config.model.copy_and_resolve_references()
+  model_config.filters = config.train.filters
+  model_config.repeats = config.train.repeats
+  return model_config
+
+
+def _augment(train_config):
+  if not train_config.cutout:
+    return data_lib.augment
+  def augment(rng, images):
+    crop_rng, cutout_rng = jax.random.split(rng)
+    return data_lib.cutout(cutout_rng, data_lib.augment(crop_rng, images), train_config.cutout)
+  return augment
+
+
+def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True,
+                                           enable_async_checkpointing=False))
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains the block of ``config.block`` in full; returns the final scores."""
+  os.makedirs(workdir, exist_ok=True)
+  final = config.train
+  block = search.load_block(config.block, config.search.max_layers)
+  mesh = train.make_mesh()
+  train.check_batch_size(final.batch_size, mesh)
+  data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
+  model_config = final_model_config(config)
+  model = models.build_network(block, model_config, num_classes=data.num_classes,
+                               in_channels=data.image_shape[-1],
+                               dtype=train.compute_dtype(config), seed=config.seed)
+  steps_per_epoch = len(data.train_labels) // final.batch_size
+  tx, schedule = make_optimizer(final, steps_per_epoch)
+  trainer = train.Trainer(model, tx, data, mesh, final.batch_size,
+                          train.compute_dtype(config), augment=_augment(final))
+  manager = _checkpoint_manager(workdir)
+  epoch, step, history = 0, 0, []
+  if manager.latest_step() is not None:
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                    trainer.state)),
+        meta=ocp.args.JsonRestore()))
+    trainer.state = restored['state']
+    epoch, step, history = (restored['meta']['epoch'], restored['meta']['step'],
+                            restored['meta']['history'])
+    logging.info('resuming from epoch %d, step %d', epoch + 1, step)
+
+  def save(epoch, step):
+    manager.save(epoch * steps_per_epoch + step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(trainer.state),
+        meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history})))
+    manager.wait_until_finished()
+
+  writer = SummaryWriter(workdir)
+  rng = jax.random.key(config.seed)
+  last_save = time.time()
+  while epoch < final.epochs:
+    epoch_rng = jax.random.fold_in(rng, epoch)
+    order = trainer._order(data, epoch_rng)  # pylint: disable=protected-access
+    losses = []
+    while step < steps_per_epoch:
+      trainer.state, loss = trainer._step(  # pylint: disable=protected-access
+          trainer.state, data, order, step, epoch_rng)
+      losses.append(loss)
+      step += 1
+      if time.time() - last_save > final.checkpoint_every_seconds and step < steps_per_epoch:
+        save(epoch, step)
+        last_save = time.time()
+    entry = {'epoch': epoch + 1,
+             'learning_rate': float(schedule((epoch + 1) * steps_per_epoch - 1))}
+    if losses:
+      entry['loss'] = float(jnp.mean(jnp.stack(losses)))
+    if (epoch + 1) % final.eval_every_epochs == 0 or epoch + 1 == final.epochs:
+      entry['test_accuracy'] = trainer.accuracy()
+    history.append(entry)
+    for key, value in entry.items():
+      if key != 'epoch':
+        writer.add_scalar(f'train/{key}', value, epoch + 1)
+    writer.flush()
+    logging.info('epoch %d/%d: %s', epoch + 1, final.epochs, entry)
+    epoch, step = epoch + 1, 0
+    save(epoch, step)
+    last_save = time.time()
+  writer.close()
+  manager.close()
+  summary = {
+      'codes': block.to_codes(), 'test_accuracy': history[-1]['test_accuracy'],
+      'epochs': final.epochs, 'params': models.count_params(model),
+      'flops': models.network_flops(block, model_config, image_shape=data.image_shape,
+                                    num_classes=data.num_classes),
+      'num_classes': data.num_classes, 'image_shape': list(data.image_shape),
+      'mean': np.asarray(data.mean).tolist(), 'std': np.asarray(data.std).tolist(),
+      'model': model_config.to_dict(), 'train': final.to_dict(), 'dtype': config.dtype,
+      'history': history,
+  }
+  search.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
+  return summary
+
+
+def load_model(workdir: str) -> tuple[nnx.Module, dict]:
+  """The trained network of a ``mode=train`` workdir, in inference mode, and its summary."""
+  with open(os.path.join(workdir, FINAL_FILE)) as f:
+    summary = json.load(f)
+  block = search.load_block(json.dumps(summary['codes']))
+  model = models.build_network(
+      block, ml_collections.ConfigDict(summary['model']), num_classes=summary['num_classes'],
+      in_channels=summary['image_shape'][-1], dtype=jnp.dtype(summary['dtype']))
+  model.train()  # the checkpoint holds the state as split in training mode
+  graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
+  tx, _ = make_optimizer(ml_collections.ConfigDict(summary['train']), 1)
+  template = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)}
+  manager = _checkpoint_manager(workdir)
+  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                  template))))
+  manager.close()
+  model = nnx.merge(graph, restored['state']['params'], restored['state']['batch_stats'])
+  model.eval()
+  return model, summary
+
+
+def predict(workdir: str, images: np.ndarray) -> np.ndarray:
+  """Class indices for uint8 images (N x H x W x C, the training size) with the trained
+  network of a ``mode=train`` workdir."""
+  model, summary = load_model(workdir)
+  logits = model(train.preprocess(jnp.asarray(images), jnp.asarray(summary['mean']),
+                                  jnp.asarray(summary['std']), jnp.float32))
+  return np.asarray(jnp.argmax(logits, -1))
