@@ -118,3 +118,20 @@ def test_a_resumed_ray_search_loses_nothing(tmp_path, monkeypatch):
   assert after[:len(before)] == before and len(after) == 12
   finished = {r['hash'] for r in before if not r['cached']}
   assert all(len((marks / f'{key}.calls').read_text()) == 1 for key in finished)
+
+
+def fail_deep_blocks(block):
+  if len(block) > 2:
+    raise ValueError(f'refusing a {len(block)}-layer block')
+  return surrogate.synthetic_accuracy(block)
+
+
+def test_an_exception_inside_a_child_fails_only_that_child(tmp_path):
+  search.run_search(ray_config(), str(tmp_path), fail_deep_blocks)
+  records = records_of(tmp_path)
+  assert len(records) == 12
+  for record in records:
+    if len(record['codes']) - 1 > 2:
+      assert record['status'] == 'failed' and 'ValueError: refusing a' in record['reason']
+    else:
+      assert record['status'] == 'ok'
