@@ -210,13 +210,19 @@ class Trainer:
     self._evaluate = self._evaluate.lower(self.state, self.data).compile()
     return time.perf_counter() - start
 
+  def epoch_order(self, rng) -> jax.Array:
+    """The epoch's batches: a permutation of the training set, one row per step."""
+    return self._order(self.data, rng)
+
+  def step(self, order: jax.Array, step: int, rng) -> jax.Array:
+    """Trains on batch ``step`` of ``order``; returns its loss (without waiting for it)."""
+    self.state, loss = self._step(self.state, self.data, order, step, rng)
+    return loss
+
   def train_epoch(self, rng) -> np.ndarray:
     """One pass over the training set; returns the loss of every step."""
-    order = self._order(self.data, rng)
-    losses = []
-    for step in range(self.steps_per_epoch):
-      self.state, loss = self._step(self.state, self.data, order, step, rng)
-      losses.append(loss)
+    order = self.epoch_order(rng)
+    losses = [self.step(order, step, rng) for step in range(self.steps_per_epoch)]
     return np.asarray(jnp.stack(losses))
 
   def accuracy(self) -> float:

@@ -118,12 +118,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   last_save = time.time()
   while epoch < final.epochs:
     epoch_rng = jax.random.fold_in(rng, epoch)
-    order = trainer._order(data, epoch_rng)  # pylint: disable=protected-access
+    order = trainer.epoch_order(epoch_rng)
     losses = []
     while step < steps_per_epoch:
-      trainer.state, loss = trainer._step(  # pylint: disable=protected-access
-          trainer.state, data, order, step, epoch_rng)
-      losses.append(loss)
+      losses.append(trainer.step(order, step, epoch_rng))
       step += 1
       if time.time() - last_save > final.checkpoint_every_seconds and step < steps_per_epoch:
         save(epoch, step)
