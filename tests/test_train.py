@@ -112,13 +112,15 @@ def test_run_search_trains_for_real_without_an_evaluate_fn(tmp_path):
 @pytest.mark.skipif(not (CIFAR_DIR / 'cifar10').exists(),
                     reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
 def test_a_small_block_learns_cifar10():
-  """Budget: 8 filters, N = 1, 2 epochs over 5,000 training images, 1,000 validation."""
+  """Budget: 8 filters, N = 1, 4 epochs over 5,000 training images, 1,000 validation.
+
+  On one CPU device this reached 0.416 (2 epochs: 0.313)."""
   config = default.get_config()
   config.data_dir = str(CIFAR_DIR)
   config.max_train_examples = 5000
   config.validation_examples = 1000
   config.batch_size = 128
-  config.early_stop.epochs = 2
+  config.early_stop.epochs = 4
   config.model.filters = 8
   config.model.repeats = 1
   result = train.evaluate_block(SMALL, config)
