@@ -15,9 +15,10 @@ from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import train
 from blockqnn_jax import train_final
+from blockqnn_jax import transfer
 
 MODES = ('search', 'train', 'transfer_imagenet')
-IMPLEMENTED_MODES = ('search', 'train')
+IMPLEMENTED_MODES = MODES
 
 
 class ConfigError(ValueError):
@@ -144,6 +145,10 @@ def check_config(config) -> None:
     except (OSError, ValueError) as error:
       raise ConfigError(f'config.block={config.block!r}: {error}') from None
   try:
-    data.check_dataset(config)
+    if config.mode == 'transfer_imagenet':
+      _check_int(config, 'transfer.image_size', 8)
+      transfer.open_dataset(config)
+    else:
+      data.check_dataset(config)
   except (ImportError, ValueError) as error:
     raise ConfigError(f'config.dataset={config.dataset!r}: {error}') from None

@@ -135,7 +135,7 @@ def _num_train_examples(config):
   """Size of the train split before validation is carved; digits and synthetic are cheap."""
   if config.dataset in ('digits', 'synthetic'):
     return len(_load_splits(config)[1])
-  builder = _tfds_builder(config.dataset, _tfds_data_dir(config))
+  builder = _tfds_builder(config.dataset, tfds_data_dir(config))
   return builder.info.splits['train'].num_examples
 
 
@@ -145,7 +145,7 @@ def _load_splits(config):
     return _digits()
   if config.dataset == 'synthetic':
     return _synthetic()
-  data_dir = _tfds_data_dir(config)
+  data_dir = tfds_data_dir(config)
   builder = _tfds_builder(config.dataset, data_dir)
   return (*_tfds_split(config.dataset, data_dir, 'train'),
           *_tfds_split(config.dataset, data_dir, 'test'),
@@ -180,12 +180,12 @@ def _synthetic(train_examples=50_000, test_examples=10_000, num_classes=10):
   return (*_read_only(*split(train_examples), *split(test_examples)), num_classes)
 
 
-def _tfds_data_dir(config):
+def tfds_data_dir(config):
   """config.data_dir, else $TFDS_DATA_DIR, else None (TFDS's own default)."""
   return config.data_dir or os.environ.get('TFDS_DATA_DIR') or None
 
 
-def _import_tfds():
+def import_tfds():
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -197,7 +197,7 @@ def _import_tfds():
 
 def _tfds_builder(name, data_dir):
   """The builder of a prepared TFDS image-classification dataset; never downloads."""
-  tfds = _import_tfds()
+  tfds = import_tfds()
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError as e:
@@ -231,7 +231,7 @@ def _tfds_builder(name, data_dir):
 @functools.cache
 def _tfds_split(name, data_dir, split):
   """All images and labels of one split, decoded once per process."""
-  source = _import_tfds().data_source(name, split=split, data_dir=data_dir, download=False)
+  source = import_tfds().data_source(name, split=split, data_dir=data_dir, download=False)
   count = len(source)
   first = source[0]['image']
   images = np.empty((count, *first.shape), first.dtype)

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from blockqnn_jax import check_config
 from blockqnn_jax import search
 from blockqnn_jax import train_final
+from blockqnn_jax import transfer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
@@ -45,11 +46,13 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
   try:
     check_config.check_config(config)
-    if config.mode == 'train':
-      summary = train_final.train_and_evaluate(config, _WORKDIR.value)
-      print(f'test accuracy {summary["test_accuracy"]:.4f} after {summary["epochs"]} epochs; '
-            f'{summary["params"]:,} parameters; trained model in {_WORKDIR.value} '
-            '(blockqnn_jax.train_final.load_model / predict)')
+    if config.mode in ('train', 'transfer_imagenet'):
+      run = (train_final.train_and_evaluate if config.mode == 'train' else
+             transfer.transfer_and_evaluate)
+      summary = run(config, _WORKDIR.value)
+      scores = ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if 'accuracy' in k)
+      print(f'{scores} after {summary["epochs"]} epochs; {summary["params"]:,} parameters; '
+            f'trained model in {_WORKDIR.value} (blockqnn_jax.train_final.load_model)')
       return
     summary = search.run_search(config, _WORKDIR.value,
                                 allow_config_change=_ALLOW_CONFIG_CHANGE.value)

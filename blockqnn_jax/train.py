@@ -134,9 +134,11 @@ def make_optimizer(early_stop_config, steps_per_epoch: int) -> optax.GradientTra
 class Trainer:
   """A child's compiled train-step and evaluation functions, and its state."""
 
-  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, data: DeviceData,
-               mesh: jax.sharding.Mesh, batch_size: int, dtype,
+  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
+               data: DeviceData | None, mesh: jax.sharding.Mesh, batch_size: int, dtype,
                augment: Callable = data_lib.augment):
+    """``data`` is the in-memory dataset; None for a streamed one, which feeds batches to
+    ``update`` and ``hits`` itself."""
     model.train()
     self.train_graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -147,11 +149,13 @@ class Trainer:
         replicated)
     self.tx, self.data, self.mesh, self.dtype, self.augment = tx, data, mesh, dtype, augment
     self.batch_size = batch_size
+    self.batch_sharding = NamedSharding(mesh, P('data'))
+    if data is None:
+      return
     self.steps_per_epoch = len(data.train_labels) // batch_size
     if self.steps_per_epoch == 0:
       raise ValueError(f'batch_size={batch_size} is larger than the '
                        f'{len(data.train_labels)} training examples')
-    self.batch_sharding = NamedSharding(mesh, P('data'))
     self._order = jax.jit(self._epoch_order)
     self._step = jax.jit(self._train_step, donate_argnums=0)
     self._evaluate = jax.jit(self._accuracy)
@@ -172,8 +176,12 @@ class Trainer:
     indices = order[step]
     images = jax.lax.with_sharding_constraint(data.train_images[indices], self.batch_sharding)
     labels = jax.lax.with_sharding_constraint(data.train_labels[indices], self.batch_sharding)
-    images = preprocess(self.augment(jax.random.fold_in(rng, step), images),
-                        data.mean, data.std, self.dtype)
+    return self.update(state, images, labels, jax.random.fold_in(rng, step), data.mean,
+                       data.std)
+
+  def update(self, state, images, labels, rng, mean, std):
+    """Augment a batch of uint8 images, forward, backward, optimizer step (pure)."""
+    images = preprocess(self.augment(rng, images), mean, std, self.dtype)
 
     def loss_fn(params, batch_stats):
       model = nnx.merge(self.train_graph, params, batch_stats, copy=True)
@@ -190,17 +198,22 @@ class Trainer:
     images = data.eval_images.reshape(-1, self.batch_size, *data.image_shape)
     labels = data.eval_labels.reshape(-1, self.batch_size)
     mask = data.eval_mask.reshape(-1, self.batch_size)
-    model = nnx.merge(self.eval_graph, state['params'], state['batch_stats'])
 
     def body(correct, batch):
-      batch_images, batch_labels, batch_mask = (
-          jax.lax.with_sharding_constraint(x, self.batch_sharding) for x in batch)
-      logits = model(preprocess(batch_images, data.mean, data.std, self.dtype))
-      hits = (jnp.argmax(logits, -1) == batch_labels) & batch_mask
-      return correct + hits.sum(), None
+      batch = [jax.lax.with_sharding_constraint(x, self.batch_sharding) for x in batch]
+      return correct + self.hits(state, *batch, data.mean, data.std)[0], None
 
     correct, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), (images, labels, mask))
     return correct / mask.sum()
+
+  def hits(self, state, images, labels, mask, mean, std):
+    """Top-1 and top-5 correct predictions among the masked images of a batch."""
+    model = nnx.merge(self.eval_graph, state['params'], state['batch_stats'])
+    logits = model(preprocess(images, mean, std, self.dtype))
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    top1 = (top5[:, 0] == labels) & mask
+    in_top5 = jnp.any(top5 == labels[:, None], axis=-1) & mask
+    return top1.sum(), in_top5.sum()
 
   def compile(self, rng) -> float:
     """Compiles the step and the evaluation ahead of time; returns the seconds it took."""

@@ -63,7 +63,8 @@ def final_model_config(config):
   return model_config
 
 
-def _augment(train_config):
+def augmenter(train_config):
+  """Crop + flip, with cutout when `train_config.cutout` is set."""
   if not train_config.cutout:
     return data_lib.augment
   def augment(rng, images):
@@ -79,22 +80,28 @@ def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
                                            enable_async_checkpointing=False))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains the block of ``config.block`` in full; returns the final scores."""
-  os.makedirs(workdir, exist_ok=True)
-  final = config.train
-  block = search.load_block(config.block, config.search.max_layers)
-  mesh = train.make_mesh()
-  train.check_batch_size(final.batch_size, mesh)
-  data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
-  model_config = final_model_config(config)
-  model = models.build_network(block, model_config, num_classes=data.num_classes,
-                               in_channels=data.image_shape[-1],
-                               dtype=train.compute_dtype(config), seed=config.seed)
-  steps_per_epoch = len(data.train_labels) // final.batch_size
-  tx, schedule = make_optimizer(final, steps_per_epoch)
-  trainer = train.Trainer(model, tx, data, mesh, final.batch_size,
-                          train.compute_dtype(config), augment=_augment(final))
+class InMemoryRunner:
+  """Feeds ``fit`` from a dataset held on the devices (CIFAR-sized data)."""
+
+  def __init__(self, trainer: train.Trainer):
+    self.trainer = trainer
+    self.steps_per_epoch = trainer.steps_per_epoch
+
+  def start_epoch(self, epoch: int, rng, start_step: int) -> None:
+    del epoch, start_step  # the order derives from rng; steps index into it
+    self.order = self.trainer.epoch_order(rng)
+
+  def step(self, step: int, rng):
+    return self.trainer.step(self.order, step, rng)
+
+  def evaluate(self) -> dict:
+    return {'test_accuracy': self.trainer.accuracy()}
+
+
+def fit(runner, config, workdir: str, schedule) -> list[dict]:
+  """Trains ``runner.trainer`` for ``config.train.epochs`` with checkpoints and resume;
+  returns the per-epoch history (loss, learning rate, evaluation metrics)."""
+  final, trainer, steps_per_epoch = config.train, runner.trainer, runner.steps_per_epoch
   manager = _checkpoint_manager(workdir)
   epoch, step, history = 0, 0, []
   if manager.latest_step() is not None:
@@ -118,10 +125,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   last_save = time.time()
   while epoch < final.epochs:
     epoch_rng = jax.random.fold_in(rng, epoch)
-    order = trainer.epoch_order(epoch_rng)
+    runner.start_epoch(epoch, epoch_rng, step)
     losses = []
     while step < steps_per_epoch:
-      losses.append(trainer.step(order, step, epoch_rng))
+      losses.append(runner.step(step, epoch_rng))
       step += 1
       if time.time() - last_save > final.checkpoint_every_seconds and step < steps_per_epoch:
         save(epoch, step)
@@ -131,7 +138,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if losses:
       entry['loss'] = float(jnp.mean(jnp.stack(losses)))
     if (epoch + 1) % final.eval_every_epochs == 0 or epoch + 1 == final.epochs:
-      entry['test_accuracy'] = trainer.accuracy()
+      entry.update(runner.evaluate())
     history.append(entry)
     for key, value in entry.items():
       if key != 'epoch':
@@ -143,18 +150,46 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last_save = time.time()
   writer.close()
   manager.close()
+  return history
+
+
+def write_summary(workdir: str, config, block, model, model_config, history, *,
+                  num_classes: int, image_shape, mean, std) -> dict:
+  """``final.json``: the scores, the history, and what ``load_model`` needs."""
   summary = {
-      'codes': block.to_codes(), 'test_accuracy': history[-1]['test_accuracy'],
-      'epochs': final.epochs, 'params': models.count_params(model),
-      'flops': models.network_flops(block, model_config, image_shape=data.image_shape,
-                                    num_classes=data.num_classes),
-      'num_classes': data.num_classes, 'image_shape': list(data.image_shape),
-      'mean': np.asarray(data.mean).tolist(), 'std': np.asarray(data.std).tolist(),
-      'model': model_config.to_dict(), 'train': final.to_dict(), 'dtype': config.dtype,
-      'history': history,
+      'codes': block.to_codes(), **{k: v for k, v in history[-1].items() if 'accuracy' in k},
+      'epochs': config.train.epochs, 'params': models.count_params(model),
+      'flops': models.network_flops(block, model_config, image_shape=image_shape,
+                                    num_classes=num_classes),
+      'num_classes': num_classes, 'image_shape': list(image_shape),
+      'mean': np.asarray(mean).tolist(), 'std': np.asarray(std).tolist(),
+      'model': model_config.to_dict(), 'train': config.train.to_dict(),
+      'dtype': config.dtype, 'history': history,
   }
   search.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
   return summary
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains the block of ``config.block`` in full; returns the final scores."""
+  os.makedirs(workdir, exist_ok=True)
+  final = config.train
+  block = search.load_block(config.block, config.search.max_layers)
+  mesh = train.make_mesh()
+  train.check_batch_size(final.batch_size, mesh)
+  data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
+  model_config = final_model_config(config)
+  dtype = train.compute_dtype(config)
+  model = models.build_network(block, model_config, num_classes=data.num_classes,
+                               in_channels=data.image_shape[-1], dtype=dtype,
+                               seed=config.seed)
+  tx, schedule = make_optimizer(final, len(data.train_labels) // final.batch_size)
+  trainer = train.Trainer(model, tx, data, mesh, final.batch_size, dtype,
+                          augment=augmenter(final))
+  history = fit(InMemoryRunner(trainer), config, workdir, schedule)
+  return write_summary(workdir, config, block, model, model_config, history,
+                       num_classes=data.num_classes, image_shape=data.image_shape,
+                       mean=data.mean, std=data.std)
 
 
 def load_model(workdir: str) -> tuple[nnx.Module, dict]:

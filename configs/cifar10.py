@@ -27,6 +27,8 @@ def get_config(variant: str = ''):
     config.train.repeats = 1
     config.train.epochs = 2
     config.train.lr_steps = (1,)
+    config.transfer.image_size = 32
+    config.transfer.max_eval_examples = 512
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/cifar10.py, allowed: 'smoke'")
   return config

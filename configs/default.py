@@ -86,6 +86,13 @@ def get_config():
   config.train.eval_every_epochs = 1
   config.train.checkpoint_every_seconds = 600  # besides the checkpoint after every epoch
 
+  # Transfer to ImageNet-style data (mode='transfer_imagenet'): the config.train recipe,
+  # the ImageNet template, images resized to this size (224 for imagenet2012; 32 or 64
+  # for imagenet_resized).
+  config.transfer = ml_collections.ConfigDict()
+  config.transfer.image_size = 224
+  config.transfer.max_eval_examples = 0  # 0 = the whole evaluation split
+
   config.batch_size = 256
   config.validation_examples = 5000  # held out of the training split for the reward
   config.max_train_examples = 0      # 0 = all; a cap for quick runs

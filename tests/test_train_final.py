@@ -88,12 +88,28 @@ def test_a_bad_block_fails_at_start_up(block, message):
 
 @pytest.mark.skipif(not (CIFAR_DIR / 'cifar10').exists(),
                     reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
-def test_train_mode_runs_on_cifar10(tmp_path):
+def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   config = cifar10.get_config('smoke')
   config.data_dir = str(CIFAR_DIR)
   config.mode = 'train'
   config.block = SMALL
+  config.max_train_examples = 512
+  config.train.eval_every_epochs = 2
   check_config.check_config(config)
-  summary = train_final.train_and_evaluate(config, str(tmp_path))
-  assert summary['epochs'] == 2 and 0.0 <= summary['test_accuracy'] <= 1.0
-  assert len(os.listdir(tmp_path / 'checkpoints')) >= 1
+  whole = train_final.train_and_evaluate(config, str(tmp_path / 'whole'))
+  assert whole['epochs'] == 2 and 0.0 <= whole['test_accuracy'] <= 1.0
+  assert os.listdir(tmp_path / 'whole' / 'checkpoints')
+  original = ocp.CheckpointManager.save
+
+  def crash_after_first_save(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    raise Crash()
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', crash_after_first_save)
+  with pytest.raises(Crash):
+    train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', original)
+  parts = train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
+  assert parts['test_accuracy'] == whole['test_accuracy']
+  for a, b in zip(final_params(tmp_path / 'parts'), final_params(tmp_path / 'whole')):
+    np.testing.assert_array_equal(a, b)
