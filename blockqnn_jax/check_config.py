@@ -18,7 +18,6 @@ from blockqnn_jax import train_final
 from blockqnn_jax import transfer
 
 MODES = ('search', 'train', 'transfer_imagenet')
-IMPLEMENTED_MODES = MODES
 
 
 class ConfigError(ValueError):
@@ -41,13 +40,10 @@ def _check_number(config, field: str, low: float, high: float):
     _fail(field, value, f'a number in [{low}, {high}]')
 
 
-def _check_choice(config, field: str, allowed, implemented=None):
+def _check_choice(config, field: str, allowed):
   value = _get(config, field)
   if value not in allowed:
     _fail(field, value, f'one of {allowed}')
-  if implemented is not None and value not in implemented:
-    raise ConfigError(f'config.{field}={value!r} is not implemented yet; '
-                      f'available now: {implemented}')
 
 
 def _get(config, field: str):
@@ -106,7 +102,7 @@ def _check_final_training(config):
 
 def check_config(config) -> None:
   """Raises ConfigError for the first field that is not allowed."""
-  _check_choice(config, 'mode', MODES, IMPLEMENTED_MODES)
+  _check_choice(config, 'mode', MODES)
   _check_choice(config, 'executor', executors.EXECUTORS)
   if config.executor == 'ray':
     _check_ray(config)

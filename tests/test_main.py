@@ -31,7 +31,7 @@ def tiny_search_config():
 
 @pytest.mark.parametrize('field, value, message', [
     ('mode', 'evolve', "config.mode='evolve' is not allowed: one of ('search', 'train'"),
-    ('mode', 'transfer_imagenet', "config.mode='transfer_imagenet' is not implemented yet"),
+    ('early_stop.patience', -1, 'config.early_stop.patience=-1 is not allowed: an integer >= 0'),
     ('dataset', 'no_such_dataset', "config.dataset='no_such_dataset': Unknown dataset"),
     ('search.strategy', 'evolution', "config.search.strategy='evolution' is not allowed"),
     ('executor', 'slurm', "config.executor='slurm' is not allowed: one of ('local', 'ray')"),
