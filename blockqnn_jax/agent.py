@@ -68,7 +68,7 @@ class Strategy:
     while True:
       actions = search_space.actions_at(state.index + 1, self.max_layers)
       if self.rng.random() < epsilon:
-        choice = self._explore(actions, np.arange(len(actions)))
+        choice = self._explore(actions)
       else:
         choice = self._greedy(state, actions)
       action = actions.actions[choice]
@@ -77,9 +77,11 @@ class Strategy:
       layers.append(action)
       state = action
 
-  def _explore(self, actions: search_space.ActionSet, candidates: np.ndarray) -> int:
-    """A uniform type among the candidates' types, then a uniform candidate of that type."""
-    if len(candidates) == len(actions):
+  def _explore(self, actions: search_space.ActionSet,
+               candidates: np.ndarray | None = None) -> int:
+    """A uniform type among the candidates' types (all actions by default), then a uniform
+    candidate of that type."""
+    if candidates is None:
       groups = actions.by_type
     else:
       types = actions.types[candidates]
@@ -88,7 +90,7 @@ class Strategy:
     return int(group[self.rng.integers(len(group))])
 
   def _greedy(self, state: nsc.Layer, actions: search_space.ActionSet) -> int:
-    return self._explore(actions, np.arange(len(actions)))
+    return self._explore(actions)
 
   def feedback(self, block: nsc.Block, reward: float) -> None:
     """Learns from one evaluated block; rewards may arrive in any order."""
@@ -173,7 +175,7 @@ class QLearningAgent(Strategy):
   def _greedy(self, state: nsc.Layer, actions: search_space.ActionSet) -> int:
     values = self.q.get(state)
     if values is None:
-      return self._explore(actions, np.arange(len(actions)))
+      return self._explore(actions)
     return self._explore(actions, np.flatnonzero(values == values.max()))
 
   def _learn(self, block: nsc.Block, reward: float) -> None:
