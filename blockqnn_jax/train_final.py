@@ -170,6 +170,19 @@ def write_summary(workdir: str, config, block, model, model_config, history, *,
   return summary
 
 
+def build_trainer(config, block, model_config, mesh, data, *, num_classes: int,
+                  channels: int, steps_per_epoch: int):
+  """The network around ``block`` and its trainer with the ``config.train`` recipe;
+  returns (model, trainer, learning-rate schedule)."""
+  dtype = train.compute_dtype(config)
+  model = models.build_network(block, model_config, num_classes=num_classes,
+                               in_channels=channels, dtype=dtype, seed=config.seed)
+  tx, schedule = make_optimizer(config.train, steps_per_epoch)
+  trainer = train.Trainer(model, tx, data, mesh, config.train.batch_size, dtype,
+                          augment=augmenter(config.train))
+  return model, trainer, schedule
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the block of ``config.block`` in full; returns the final scores."""
   os.makedirs(workdir, exist_ok=True)
@@ -179,13 +192,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train.check_batch_size(final.batch_size, mesh)
   data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
   model_config = final_model_config(config)
-  dtype = train.compute_dtype(config)
-  model = models.build_network(block, model_config, num_classes=data.num_classes,
-                               in_channels=data.image_shape[-1], dtype=dtype,
-                               seed=config.seed)
-  tx, schedule = make_optimizer(final, len(data.train_labels) // final.batch_size)
-  trainer = train.Trainer(model, tx, data, mesh, final.batch_size, dtype,
-                          augment=augmenter(final))
+  model, trainer, schedule = build_trainer(
+      config, block, model_config, mesh, data,
+      num_classes=data.num_classes, channels=data.image_shape[-1],
+      steps_per_epoch=len(data.train_labels) // final.batch_size)
   history = fit(InMemoryRunner(trainer), config, workdir, schedule)
   return write_summary(workdir, config, block, model, model_config, history,
                        num_classes=data.num_classes, image_shape=data.image_shape,

@@ -30,7 +30,6 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from blockqnn_jax import data as data_lib
-from blockqnn_jax import models
 from blockqnn_jax import search
 from blockqnn_jax import train
 from blockqnn_jax import train_final
@@ -186,12 +185,9 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   channels = len(mean)
   model_config = train_final.final_model_config(config)
   model_config.template = 'imagenet'
-  dtype = train.compute_dtype(config)
-  model = models.build_network(block, model_config, num_classes=num_classes,
-                               in_channels=channels, dtype=dtype, seed=config.seed)
-  tx, schedule = train_final.make_optimizer(final, train_pipeline.steps_per_epoch)
-  trainer = train.Trainer(model, tx, None, mesh, final.batch_size, dtype,
-                          augment=train_final.augmenter(final))
+  model, trainer, schedule = train_final.build_trainer(
+      config, block, model_config, mesh, None, num_classes=num_classes, channels=channels,
+      steps_per_epoch=train_pipeline.steps_per_epoch)
   runner = StreamingRunner(trainer, train_pipeline, eval_pipeline, mean, std)
   history = train_final.fit(runner, config, workdir, schedule)
   return train_final.write_summary(
