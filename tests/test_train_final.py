@@ -6,7 +6,6 @@ import pathlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from blockqnn_jax import check_config
@@ -14,6 +13,7 @@ from blockqnn_jax import data
 from blockqnn_jax import train_final
 from configs import cifar10
 from configs import quickstart
+from tests.interrupt import interrupt_then_resume
 
 SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
 CIFAR_DIR = pathlib.Path(
@@ -30,10 +30,6 @@ def digits_train_config():
   return config
 
 
-class Crash(Exception):
-  pass
-
-
 def final_params(workdir):
   model, _ = train_final.load_model(str(workdir))
   return jax.tree.leaves(jax.tree.map(np.asarray, model))
@@ -42,19 +38,8 @@ def final_params(workdir):
 def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   config = digits_train_config()
   uninterrupted = train_final.train_and_evaluate(config, str(tmp_path / 'whole'))
-  saves = []
-  original = ocp.CheckpointManager.save
-
-  def crash_after_first_epoch(self, step, *args, **kwargs):
-    original(self, step, *args, **kwargs)
-    saves.append(step)
-    raise Crash()
-
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', crash_after_first_epoch)
-  with pytest.raises(Crash):
-    train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', original)
-  resumed = train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
+  resumed, saves = interrupt_then_resume(train_final.train_and_evaluate, config,
+                                         tmp_path / 'parts', monkeypatch)
   assert saves == [uninterrupted['history'][0]['epoch'] * 23]  # 1,500 digits / 64
   assert resumed['test_accuracy'] == uninterrupted['test_accuracy'] > 0.3
   for a, b in zip(final_params(tmp_path / 'parts'), final_params(tmp_path / 'whole')):
@@ -99,17 +84,8 @@ def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypa
   whole = train_final.train_and_evaluate(config, str(tmp_path / 'whole'))
   assert whole['epochs'] == 2 and 0.0 <= whole['test_accuracy'] <= 1.0
   assert os.listdir(tmp_path / 'whole' / 'checkpoints')
-  original = ocp.CheckpointManager.save
-
-  def crash_after_first_save(self, *args, **kwargs):
-    original(self, *args, **kwargs)
-    raise Crash()
-
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', crash_after_first_save)
-  with pytest.raises(Crash):
-    train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', original)
-  parts = train_final.train_and_evaluate(config, str(tmp_path / 'parts'))
+  parts, _ = interrupt_then_resume(train_final.train_and_evaluate, config,
+                                   tmp_path / 'parts', monkeypatch)
   assert parts['test_accuracy'] == whole['test_accuracy']
   for a, b in zip(final_params(tmp_path / 'parts'), final_params(tmp_path / 'whole')):
     np.testing.assert_array_equal(a, b)

@@ -5,7 +5,6 @@ import pathlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
@@ -14,6 +13,7 @@ from blockqnn_jax import train
 from blockqnn_jax import train_final
 from blockqnn_jax import transfer
 from configs import cifar10
+from tests.interrupt import interrupt_then_resume
 
 SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
 CIFAR_DIR = pathlib.Path(
@@ -33,26 +33,13 @@ def transfer_config(dataset='imagenet2012'):
   return config
 
 
-class Crash(Exception):
-  pass
-
-
 def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
   with tfds.testing.mock_data(num_examples=160):
     config = transfer_config()
     check_config.check_config(config)
     whole = transfer.transfer_and_evaluate(config, str(tmp_path / 'whole'))
-    original = ocp.CheckpointManager.save
-
-    def crash_after_first_save(self, *args, **kwargs):
-      original(self, *args, **kwargs)
-      raise Crash()
-
-    monkeypatch.setattr(ocp.CheckpointManager, 'save', crash_after_first_save)
-    with pytest.raises(Crash):
-      transfer.transfer_and_evaluate(config, str(tmp_path / 'parts'))
-    monkeypatch.setattr(ocp.CheckpointManager, 'save', original)
-    parts = transfer.transfer_and_evaluate(config, str(tmp_path / 'parts'))
+    parts, _ = interrupt_then_resume(transfer.transfer_and_evaluate, config,
+                                     tmp_path / 'parts', monkeypatch)
   assert whole['num_classes'] == 1000 and whole['image_shape'] == [32, 32, 3]
   assert 0 <= whole['top1_accuracy'] <= whole['top5_accuracy'] <= 1
   assert parts['top5_accuracy'] == whole['top5_accuracy']
