@@ -285,7 +285,7 @@ def _train_and_score(model, config, data: DeviceData, mesh, dtype, result: dict)
                     config.batch_size, dtype)
   rng = jax.random.key(config.seed)
   result['compile_seconds'] = trainer.compile(rng)
-  best, since_best = -1.0, 0
+  best, since_best, accuracy = -1.0, 0, None
   start = time.perf_counter()
   for epoch in range(early_stop.epochs):
     losses = trainer.train_epoch(jax.random.fold_in(rng, epoch))
@@ -297,13 +297,15 @@ def _train_and_score(model, config, data: DeviceData, mesh, dtype, result: dict)
                     reason=f'loss became {losses[~np.isfinite(losses)][0]} in epoch {epoch + 1}')
       break
     if early_stop.patience > 0:
-      accuracy = trainer.accuracy()  # counted in train_seconds: it steers the training
+      accuracy = trainer.accuracy()  # of the epoch just trained: it steers the training
       best, since_best = (accuracy, 0) if accuracy > best else (best, since_best + 1)
       if since_best >= early_stop.patience:
         break
   images = result['epochs'] * steps_per_epoch * config.batch_size
   result['images_per_second'] = images / max(result['train_seconds'], 1e-9)
-  if result['status'] == 'ok':
+  if result['status'] == 'ok' and accuracy is None:  # not measured by patience already
     start = time.perf_counter()
-    result['accuracy'] = trainer.accuracy()
+    accuracy = trainer.accuracy()
     result['eval_seconds'] = time.perf_counter() - start
+  if result['status'] == 'ok':
+    result['accuracy'] = accuracy
