@@ -31,7 +31,7 @@ TERMINAL_REWARDS = ('full', 'shaped')
 
 
 class Strategy:
-  """Schedule, RNG, replay memory and sampling shared by every strategy."""
+  """Schedule, RNG and sampling shared by every strategy."""
 
   name = ''
 
@@ -41,7 +41,6 @@ class Strategy:
     self.blocks_per_iteration = int(search_config.blocks_per_iteration)
     self.iteration = 0
     self.rng = np.random.default_rng(seed)
-    self.memory: list[tuple[nsc.Block, float]] = []
 
   @property
   def num_iterations(self) -> int:
@@ -67,10 +66,10 @@ class Strategy:
     state, layers = search_space.START, []
     while True:
       actions = search_space.actions_at(state.index + 1, self.max_layers)
-      if self.rng.random() < epsilon:
+      if self.rng.random() < epsilon:  # always, for random search (epsilon 1)
         choice = self._explore(actions)
       else:
-        choice = self._greedy(state, actions)
+        choice = self._greedy(state, actions)  # pylint: disable=no-member  (Q-learning)
       action = actions.actions[choice]
       if action.type == nsc.TERMINAL:
         return nsc.Block(tuple(layers))
@@ -89,37 +88,21 @@ class Strategy:
     group = groups[self.rng.integers(len(groups))]
     return int(group[self.rng.integers(len(group))])
 
-  def _greedy(self, state: nsc.Layer, actions: search_space.ActionSet) -> int:
-    return self._explore(actions)
-
   def feedback(self, block: nsc.Block, reward: float) -> None:
-    """Learns from one evaluated block; rewards may arrive in any order."""
-    self.memory.append((block, float(reward)))
-    self._learn(block, float(reward))
-
-  def end_iteration(self) -> None:
-    """Replays memory and advances the schedule by one iteration."""
-    self._replay()
-    self.iteration += 1
-
-  def _learn(self, block: nsc.Block, reward: float) -> None:
+    """Learns from one evaluated block (nothing, for random search)."""
     del block, reward
 
-  def _replay(self) -> None:
-    pass
+  def end_iteration(self) -> None:
+    """Advances the schedule by one iteration."""
+    self.iteration += 1
 
   def state_dict(self) -> dict:
     """Everything needed to continue exactly: NumPy arrays plus JSON-able metadata."""
-    lengths = np.array([len(b) for b, _ in self.memory], dtype=np.int64)
-    codes = [list(l) for b, _ in self.memory for l in b.layers]
     return {
         'strategy': self.name,
         'max_layers': self.max_layers,
         'iteration': self.iteration,
         'rng': self.rng.bit_generator.state,
-        'memory_lengths': lengths,
-        'memory_layers': np.array(codes, dtype=np.int64).reshape(-1, 5),
-        'memory_rewards': np.array([r for _, r in self.memory], dtype=np.float64),
     }
 
   def load_state_dict(self, state: dict) -> None:
@@ -130,12 +113,6 @@ class Strategy:
                        f'{self.max_layers}: its Q-table does not fit another action space')
     self.iteration = int(state['iteration'])
     self.rng.bit_generator.state = state['rng']
-    ends = np.cumsum(state['memory_lengths'])
-    layers = np.asarray(state['memory_layers']).tolist()
-    self.memory = [
-        (nsc.Block(tuple(nsc.Layer(*l) for l in layers[end - n:end])), float(r))
-        for n, end, r in zip(state['memory_lengths'], ends, state['memory_rewards'])
-    ]
 
 
 class RandomSearch(Strategy):
@@ -164,6 +141,17 @@ class QLearningAgent(Strategy):
       raise ValueError(f'config.search.terminal_reward={self.terminal_reward!r} is unknown, '
                        f'allowed {TERMINAL_REWARDS}')
     self.q: dict[nsc.Layer, np.ndarray] = {}
+    self.memory: list[tuple[nsc.Block, float]] = []  # the replay memory
+
+  def feedback(self, block: nsc.Block, reward: float) -> None:
+    """Learns from one evaluated block and keeps it for replay."""
+    self.memory.append((block, float(reward)))
+    self._learn(block, float(reward))
+
+  def end_iteration(self) -> None:
+    """Replays memory and advances the schedule by one iteration."""
+    self._replay()
+    super().end_iteration()
 
   def _q_values(self, state: nsc.Layer) -> np.ndarray:
     values = self.q.get(state)
@@ -201,6 +189,10 @@ class QLearningAgent(Strategy):
 
   def state_dict(self) -> dict:
     state = super().state_dict()
+    state['memory_lengths'] = np.array([len(b) for b, _ in self.memory], dtype=np.int64)
+    codes = [list(l) for b, _ in self.memory for l in b.layers]
+    state['memory_layers'] = np.array(codes, dtype=np.int64).reshape(-1, 5)
+    state['memory_rewards'] = np.array([r for _, r in self.memory], dtype=np.float64)
     states = list(self.q)
     state['q_states'] = np.array([list(s) for s in states], dtype=np.int64).reshape(-1, 5)
     state['q_values'] = (
@@ -209,6 +201,12 @@ class QLearningAgent(Strategy):
 
   def load_state_dict(self, state: dict) -> None:
     super().load_state_dict(state)
+    ends = np.cumsum(state['memory_lengths'])
+    layers = np.asarray(state['memory_layers']).tolist()
+    self.memory = [
+        (nsc.Block(tuple(nsc.Layer(*l) for l in layers[end - n:end])), float(r))
+        for n, end, r in zip(state['memory_lengths'], ends, state['memory_rewards'])
+    ]
     self.q = {}
     offset = 0
     for code in np.asarray(state['q_states']).tolist():

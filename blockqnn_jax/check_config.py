@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numbers
 
+import jax
+
 from blockqnn_jax import agent
 from blockqnn_jax import data
 from blockqnn_jax import executors
+from blockqnn_jax import files
 from blockqnn_jax import models
 from blockqnn_jax import nsc
-from blockqnn_jax import search
 from blockqnn_jax import train
 from blockqnn_jax import train_final
 from blockqnn_jax import transfer
@@ -79,6 +81,13 @@ def _check_ray(config):
   _check_int(config, 'ray.max_retries', 0)
 
 
+def _check_batch_split(config, field: str):
+  """The batch is split over this process's devices (Ray workers check their own)."""
+  devices = len(jax.devices())
+  if _get(config, field) % devices:
+    _fail(field, _get(config, field), f'a multiple of the {devices} devices it is split over')
+
+
 def _check_final_training(config):
   if not config.block:
     _fail('block', config.block, 'the block to train: a best_block.json, a search workdir '
@@ -107,6 +116,10 @@ def check_config(config) -> None:
   if config.executor == 'ray':
     _check_ray(config)
   _check_int(config, 'seed', 0)
+  _check_int(config, 'children_per_device', 1)
+  _check_int(config, 'compile_ahead', 0)
+  if not isinstance(config.compilation_cache_dir, str):
+    _fail('compilation_cache_dir', config.compilation_cache_dir, "a directory, or '' (off)")
   if not isinstance(config.dataset, str) or not config.dataset:
     _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "
           "'synthetic'")
@@ -133,11 +146,13 @@ def check_config(config) -> None:
   _check_int(config, 'validation_examples', 1)
   _check_int(config, 'max_train_examples', 0)
   _check_choice(config, 'dtype', train.DTYPES)
+  if config.executor == 'local' or config.mode != 'search':
+    _check_batch_split(config, 'batch_size' if config.mode == 'search' else 'train.batch_size')
   if config.mode != 'search':
     _check_final_training(config)
   if config.block:
     try:
-      search.load_block(config.block, config.search.max_layers)
+      files.load_block(config.block, config.search.max_layers)
     except (OSError, ValueError) as error:
       raise ConfigError(f'config.block={config.block!r}: {error}') from None
   try:

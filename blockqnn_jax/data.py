@@ -1,7 +1,8 @@
 """Image-classification datasets held in memory as NumPy arrays, and their augmentation.
 
 Every child network of a search trains on the same arrays, so a dataset is decoded once
-per process (memoized) and kept whole in host memory; batches are sliced from it. The
+per process (memoized); the trainer puts it on the devices once and each jitted step
+gathers and augments its batch there (``train.DeviceData``), with no host-side slicing. The
 validation split that gives the search its reward is carved from the training split with
 a fixed permutation, so every run and seed scores children on the same images and the
 test split stays untouched.

@@ -14,6 +14,7 @@ import sys
 
 from PIL import Image, ImageDraw
 
+from blockqnn_jax import files
 from blockqnn_jax import nsc
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 150, 34, 30, 40, 20
@@ -108,8 +109,7 @@ def save(block: nsc.Block, path: str) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) != 3:
     sys.exit(f'usage: python -m blockqnn_jax.draw CODES_OR_JSON_FILE OUTPUT.png|.svg')
-  from blockqnn_jax import search  # pylint: disable=g-import-not-at-top
-  save(search.load_block(argv[1]), argv[2])
+  save(files.load_block(argv[1]), argv[2])
 
 
 if __name__ == '__main__':

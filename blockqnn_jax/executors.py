@@ -1,14 +1,23 @@
 """Where children are evaluated: in this process, or on a Ray cluster.
 
 Both executors take submissions and hand back ``(key, result)`` pairs as evaluations
-finish. ``LocalExecutor`` evaluates one child at a time, in submission order, data-parallel
-over this process's devices. ``RayExecutor`` keeps a pool of actors, one per trial slot
-(one GPU each where the cluster has GPUs, else a CPU share); each actor is a long-lived
-process, so the dataset it loads for its first child is reused by every later one. Up to
-``config.ray.max_in_flight`` children run at once; results come back in the order they
-finish. A child whose worker process dies (killed, node lost) is retried up to
-``config.ray.max_retries`` times on a fresh actor, then reported failed; an exception
-inside a child fails that child only.
+finish. An evaluation has two phases (``Evaluator``): ``prepare`` builds and compiles the
+child, ``run`` trains and scores it. A ``ChildPipeline`` runs them so that compilation is
+off the critical path: up to ``compile_ahead`` children are built and compiled in
+background threads while up to ``children_per_device`` others train.
+
+``LocalExecutor`` is one pipeline in this process, data-parallel over its devices.
+``RayExecutor`` keeps a pool of actors (one per trial slot: a GPU or a fraction of one
+where the cluster has GPUs, else a CPU share), each a long-lived process with a pipeline of
+its own, so the dataset it loads for its first child is reused by every later one. Results
+come back in the order they finish.
+
+Failures: an exception inside ``run`` of the real trainer never happens (it reports
+``status='failed'``); a child that runs out of memory while sharing a device with others is
+retried alone; a child whose Ray worker dies is retried ``config.ray.max_retries`` times on
+a fresh actor, then reported failed with ``transient=True`` (the search does not cache a
+transient failure as the architecture's verdict). A Ray cluster that is gone ends the
+search with ``ClusterLostError``.
 
 Ray is optional (``pip install -r requirements-ray.txt``) and imported only here.
 """
@@ -16,54 +25,217 @@ Ray is optional (``pip install -r requirements-ray.txt``) and imported only here
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import os
-from typing import Callable
+import threading
+import time
+from typing import Any, Callable, Protocol
 
 from absl import logging
 
 from blockqnn_jax import nsc
 
 EXECUTORS = ('local', 'ray')
+# A Ray actor on a fraction of a GPU preallocates this share of that fraction of the GPU's
+# memory (XLA_PYTHON_CLIENT_MEM_FRACTION); the rest is headroom for CUDA's own use.
+GPU_MEMORY_HEADROOM = 0.9
+CLUSTER_CHECK_SECONDS = 15  # how often a wait for results checks that Ray nodes are alive
 
 
-class LocalExecutor:
-  """Evaluates each submission in this process when its result is asked for."""
+class Evaluator(Protocol):
+  """Builds and compiles a child (``prepare``, in a background thread), then trains and
+  scores it (``run``); ``should_stop()`` true asks ``run`` to give up early."""
 
-  def __init__(self, evaluate_fn: Callable):
-    self.evaluate_fn = evaluate_fn
-    self.queue = collections.deque()
+  def prepare(self, block: nsc.Block) -> Any:
+    ...
 
-  def submit(self, key: str, block: nsc.Block) -> None:
-    self.queue.append((key, block))
-
-  def next_result(self) -> tuple[str, object]:
-    key, block = self.queue.popleft()
-    return key, self.evaluate_fn(block)
-
-  def close(self) -> None:
-    pass
+  def run(self, prepared: Any, should_stop: Callable[[], bool]) -> Any:
+    ...
 
 
-class _Evaluator:
-  """A Ray actor: one long-lived worker process that evaluates children."""
+class FunctionEvaluator:
+  """A plain ``evaluate_fn(block)`` (a surrogate, a tabular benchmark) as an Evaluator."""
 
   def __init__(self, evaluate_fn: Callable):
     self.evaluate_fn = evaluate_fn
 
-  def evaluate(self, block: nsc.Block):
+  def prepare(self, block: nsc.Block) -> nsc.Block:
+    return block
+
+  def run(self, block: nsc.Block, should_stop: Callable[[], bool]):
+    del should_stop
     return self.evaluate_fn(block)
 
 
-def _failed(reason: str) -> dict:
-  return {'accuracy': 0.0, 'status': 'failed', 'reason': reason[:500]}
+def is_two_phase(evaluate_fn) -> bool:
+  return hasattr(evaluate_fn, 'prepare') and hasattr(evaluate_fn, 'run')
+
+
+def make_evaluator(config, evaluate_fn) -> Evaluator:
+  """``evaluate_fn`` itself if it is an Evaluator, else wrapped; None gives the real
+  trainer (JAX is imported by whoever calls this: the Ray driver never needs it)."""
+  if is_two_phase(evaluate_fn):
+    return evaluate_fn
+  if evaluate_fn is not None:
+    return FunctionEvaluator(evaluate_fn)
+  from blockqnn_jax import train  # pylint: disable=g-import-not-at-top
+  return train.ChildEvaluator(config)
+
+
+def is_out_of_memory(result) -> bool:
+  return isinstance(result, dict) and result.get('status') == 'failed' and str(
+      result.get('reason', '')).startswith('out of memory')
+
+
+class _TrainingSlots:
+  """At most ``capacity`` children train at once; ``alone()`` waits for all others to end
+  and keeps new ones out while it lasts."""
+
+  def __init__(self, capacity: int):
+    self.capacity, self.active, self.exclusive = capacity, 0, 0
+    self.condition = threading.Condition()
+
+  @contextlib.contextmanager
+  def shared(self):
+    with self.condition:
+      self.condition.wait_for(lambda: self.active < self.capacity and not self.exclusive)
+      self.active += 1
+    try:
+      yield self.capacity > 1
+    finally:
+      with self.condition:
+        self.active -= 1
+        self.condition.notify_all()
+
+  @contextlib.contextmanager
+  def alone(self):
+    with self.condition:
+      self.exclusive += 1
+      self.condition.wait_for(lambda: self.active == 0)
+      self.active += 1
+    try:
+      yield
+    finally:
+      with self.condition:
+        self.active -= 1
+        self.exclusive -= 1
+        self.condition.notify_all()
+
+
+class ChildPipeline:
+  """Evaluates children in threads: ``compile_ahead`` of them prepared while
+  ``children_per_device`` train; a child out of memory while sharing is retried alone."""
+
+  def __init__(self, evaluator: Evaluator, children_per_device: int = 1,
+               compile_ahead: int = 1):
+    self.evaluator = evaluator
+    self.slots = _TrainingSlots(children_per_device)
+    self.stopping = threading.Event()
+    self.pool = concurrent.futures.ThreadPoolExecutor(
+        children_per_device + compile_ahead, thread_name_prefix='child')
+
+  def submit(self, block: nsc.Block) -> concurrent.futures.Future:
+    return self.pool.submit(self.evaluate, block)
+
+  def evaluate(self, block: nsc.Block):
+    """Prepare, then train in a free slot; alone if it ran out of memory beside others."""
+    prepared = self.evaluator.prepare(block)
+    with self.slots.shared() as sharing:
+      result = self.evaluator.run(prepared, self.stopping.is_set)
+    if sharing and is_out_of_memory(result) and not self.stopping.is_set():
+      logging.warning('child %s ran out of memory beside others: retrying it alone',
+                      block.to_codes())
+      del prepared
+      with self.slots.alone():
+        result = self.evaluator.run(self.evaluator.prepare(block), self.stopping.is_set)
+    return result
+
+  def close(self) -> None:
+    """Asks running children to stop, drops queued ones; does not wait for them."""
+    self.stopping.set()
+    self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LocalExecutor:
+  """Evaluates submissions in this process, several at once as the config allows.
+
+  At most ``children_per_device + compile_ahead`` children are started and not yet handed
+  back, so a failure never leaves finished work behind that nobody logged.
+  """
+
+  def __init__(self, evaluator: Evaluator, children_per_device: int = 1,
+               compile_ahead: int = 1):
+    self.pipeline = ChildPipeline(evaluator, children_per_device, compile_ahead)
+    self.capacity = children_per_device + compile_ahead
+    self.queue = collections.deque()  # (key, block) not yet started
+    self.in_flight: dict[concurrent.futures.Future, str] = {}
+
+  def submit(self, key: str, block: nsc.Block) -> None:
+    self.queue.append((key, block))
+    self._launch()
+
+  def _launch(self) -> None:
+    while self.queue and len(self.in_flight) < self.capacity:
+      key, block = self.queue.popleft()
+      self.in_flight[self.pipeline.submit(block)] = key
+
+  def next_result(self, timeout: float | None = None) -> tuple[str, Any] | None:
+    """The next evaluation to finish, or None after ``timeout`` seconds without one.
+
+    An exception raised by a plain evaluate_fn is raised here.
+    """
+    done, _ = concurrent.futures.wait(
+        self.in_flight, timeout, return_when=concurrent.futures.FIRST_COMPLETED)
+    if not done:
+      return None
+    # The earliest submitted of those done, so that a serial run is reproducible.
+    future = next(f for f in self.in_flight if f in done)
+    key = self.in_flight.pop(future)
+    result = future.result()
+    self._launch()
+    return key, result
+
+  def close(self) -> None:
+    self.pipeline.close()
+
+
+class ClusterLostError(RuntimeError):
+  """The Ray cluster is gone; a rerun of the same command resumes the search."""
+
+
+class _Worker:
+  """A Ray actor: one long-lived process with its own child pipeline."""
+
+  def __init__(self, config, evaluate_fn: Callable | None, compile_ahead: int):
+    self.pipeline = ChildPipeline(make_evaluator(config, evaluate_fn), 1, compile_ahead)
+
+  def evaluate(self, block: nsc.Block):
+    return self.pipeline.submit(block).result()
+
+  def environment(self, name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def _failed(reason: str, **extra) -> dict:
+  return {'accuracy': 0.0, 'status': 'failed', 'reason': reason[:500], **extra}
+
+
+def worker_env_vars(gpus_per_trial: float) -> dict[str, str]:
+  """Environment of a worker: a share of a GPU gets that share of its memory, not the 75%
+  JAX preallocates by default (which makes every actor after the first run out)."""
+  if 0 < gpus_per_trial < 1:
+    return {'XLA_PYTHON_CLIENT_MEM_FRACTION': f'{GPU_MEMORY_HEADROOM * gpus_per_trial:.3f}'}
+  return {}
 
 
 class RayExecutor:
   """Evaluates submissions on a pool of Ray actors, results in order of completion."""
 
-  def __init__(self, evaluate_fn: Callable, ray_config):
+  def __init__(self, config, evaluate_fn: Callable | None, compile_ahead: int):
     import ray  # pylint: disable=g-import-not-at-top  (optional dependency)
     self.ray = ray
+    ray_config = config.ray
     self.started_ray = not ray.is_initialized()
     if self.started_ray:
       # Workers import blockqnn_jax from this checkout (the same path on every node).
@@ -73,71 +245,116 @@ class RayExecutor:
                log_to_driver=False, runtime_env={'env_vars': {'PYTHONPATH': python_path}})
     resources = ray.cluster_resources()
     gpus = ray_config.gpus_per_trial
-    if gpus < 0:  # automatic: one GPU per trial where the cluster has GPUs
-      gpus = 1 if resources.get('GPU', 0) else 0
-    slots = ray_config.max_in_flight or int(
+    if gpus < 0:  # automatic: children_per_device actors share each GPU
+      gpus = 1 / config.children_per_device if resources.get('GPU', 0) else 0
+    actors = ray_config.max_in_flight or int(
         resources.get('GPU', 0) // gpus if gpus else resources.get('CPU', 1) //
         ray_config.cpus_per_trial) or 1
-    actor_class = ray.remote(_Evaluator).options(
-        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus)
-    self.new_actor = lambda: actor_class.remote(evaluate_fn)
-    self.actors = [self.new_actor() for _ in range(slots)]
-    self.idle = list(self.actors)
+    # Each actor takes its next children while it trains one: they compile meanwhile.
+    self.calls_per_actor = 1 + compile_ahead
+    actor_class = ray.remote(_Worker).options(
+        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus,
+        max_concurrency=self.calls_per_actor,
+        runtime_env={'env_vars': worker_env_vars(gpus)})
+    self.new_actor = lambda: actor_class.remote(config, evaluate_fn, compile_ahead)
+    self.actors = [self.new_actor() for _ in range(actors)]
+    self.free_calls = collections.Counter({actor: self.calls_per_actor
+                                           for actor in self.actors})
     self.max_retries = ray_config.max_retries
     self.queue = collections.deque()   # (key, block, attempt) not yet started
     self.in_flight = {}                # object ref -> (key, block, actor, attempt)
-    logging.info('Ray: %d trial slots of %s CPU / %s GPU; cluster %s', slots,
-                 ray_config.cpus_per_trial, gpus, resources)
+    self.last_cluster_check = time.time()
+    logging.info('Ray: %d actors of %s CPU / %s GPU, %d children each at once; cluster %s',
+                 actors, ray_config.cpus_per_trial, gpus, self.calls_per_actor, resources)
 
   def submit(self, key: str, block: nsc.Block) -> None:
     self.queue.append((key, block, 0))
     self._launch()
 
   def _launch(self) -> None:
-    while self.idle and self.queue:
+    while self.queue:
+      actor = max(self.actors, key=lambda a: self.free_calls[a])  # the least busy
+      if not self.free_calls[actor]:
+        return
       key, block, attempt = self.queue.popleft()
-      actor = self.idle.pop()
+      self.free_calls[actor] -= 1
       self.in_flight[actor.evaluate.remote(block)] = (key, block, actor, attempt)
 
-  def next_result(self) -> tuple[str, object]:
-    """The next evaluation to finish, retrying those whose worker died."""
+  def next_result(self, timeout: float | None = None) -> tuple[str, Any] | None:
+    """The next evaluation to finish (None after ``timeout`` seconds without one),
+    retrying those whose worker died."""
     errors = self.ray.exceptions
+    deadline = None if timeout is None else time.time() + timeout
     while True:
-      [ref], _ = self.ray.wait(list(self.in_flight), num_returns=1)
+      wait = None if deadline is None else max(0.0, deadline - time.time())
+      ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=wait)
+      if not ready:
+        self._check_cluster()
+        return None
+      ref = ready[0]
       key, block, actor, attempt = self.in_flight.pop(ref)
       try:
         result = self.ray.get(ref)
-        self.idle.append(actor)
+        self.free_calls[actor] += 1
       except (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
               errors.ObjectLostError) as error:
-        self.replace(actor)
+        self._check_cluster(force=True)
+        self._replace(actor)
         if attempt < self.max_retries:
           logging.warning('worker died evaluating %s (attempt %d), retrying: %s',
                           block.to_codes(), attempt + 1, error)
           self.queue.appendleft((key, block, attempt + 1))
           self._launch()
           continue
-        result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}')
+        result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}',
+                         transient=True)
       except errors.RayTaskError as error:
-        self.idle.append(actor)
+        self.free_calls[actor] += 1
         result = _failed(f'{type(error.cause).__name__}: {error.cause}')
       self._launch()
       return key, result
 
-  def replace(self, dead) -> None:
+  def _replace(self, dead) -> None:
     """A fresh worker process in place of one that died (its calls queue until it is up)."""
-    self.actors.remove(dead)
-    self.actors.append(self.new_actor())
-    self.idle.append(self.actors[-1])
+    if dead in self.free_calls:
+      self.actors.remove(dead)
+      del self.free_calls[dead]
+      fresh = self.new_actor()
+      self.actors.append(fresh)
+      # Calls still in flight on the dead actor fail on their own and are retried.
+      self.free_calls[fresh] = self.calls_per_actor
+
+  def _check_cluster(self, force: bool = False) -> None:
+    """Raises ClusterLostError when no Ray node is alive (checked every so often)."""
+    if not force and time.time() - self.last_cluster_check < CLUSTER_CHECK_SECONDS:
+      return
+    self.last_cluster_check = time.time()
+    try:
+      alive = any(node.get('Alive') for node in self.ray.nodes())
+    except Exception as error:  # pylint: disable=broad-except  (any failure: no cluster)
+      alive, why = False, f'{type(error).__name__}: {error}'.splitlines()[0]
+    else:
+      why = 'no node is alive'
+    if not alive:
+      raise ClusterLostError(f'the Ray cluster is gone ({why}); restart it and rerun the '
+                             'same command to resume')
 
   def close(self) -> None:
     for actor in self.actors:
-      self.ray.kill(actor)
+      with contextlib.suppress(Exception):
+        self.ray.kill(actor)
     if self.started_ray:
       self.ray.shutdown()
 
 
-def make_executor(config, evaluate_fn: Callable):
+def make_executor(config, evaluate_fn):
+  """The executor ``config.executor`` names, evaluating with ``evaluate_fn``: a function
+  of a block, an Evaluator, or None for the real trainer."""
+  # A plain function has nothing to compile: its children run strictly one after another
+  # (per training slot), in submission order.
+  two_phase = evaluate_fn is None or is_two_phase(evaluate_fn)
+  compile_ahead = config.compile_ahead if two_phase else 0
   if config.executor == 'ray':
-    return RayExecutor(evaluate_fn, config.ray)
-  return LocalExecutor(evaluate_fn)
+    return RayExecutor(config, evaluate_fn, compile_ahead)
+  return LocalExecutor(make_evaluator(config, evaluate_fn), config.children_per_device,
+                       compile_ahead)

@@ -15,9 +15,15 @@ from absl import logging
 from ml_collections import config_flags
 
 from blockqnn_jax import check_config
+from blockqnn_jax import executors
+from blockqnn_jax import results
 from blockqnn_jax import search
 from blockqnn_jax import train_final
 from blockqnn_jax import transfer
+from blockqnn_jax import workdir as workdir_lib
+
+# Exit status after SIGTERM: the shell's convention for a process ended by that signal.
+STOPPED_BY_SIGTERM = 128 + 15
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
@@ -44,19 +50,27 @@ def main(argv):
   config = _CONFIG.value
   # Orbax narrates every checkpoint at INFO; keep the search's own progress readable.
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
+  workdir = _WORKDIR.value
   try:
     check_config.check_config(config)
     if config.mode in ('train', 'transfer_imagenet'):
       run = (train_final.train_and_evaluate if config.mode == 'train' else
              transfer.transfer_and_evaluate)
-      summary = run(config, _WORKDIR.value)
+      with workdir_lib.locked(workdir):
+        summary = run(config, workdir)
       scores = ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if 'accuracy' in k)
       print(f'{scores} after {summary["epochs"]} epochs; {summary["params"]:,} parameters; '
-            f'trained model in {_WORKDIR.value} (blockqnn_jax.train_final.load_model)')
+            f'trained model in {workdir} (blockqnn_jax.train_final.load_model)')
       return
-    summary = search.run_search(config, _WORKDIR.value,
+    summary = search.run_search(config, workdir,
                                 allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except (check_config.ConfigError, search.ConfigMismatchError) as error:
+  except search.SearchStopped:
+    print(f'stopped by SIGTERM; every finished child is in {workdir}/results.jsonl: rerun '
+          'the same command to resume', file=sys.stderr)
+    sys.exit(STOPPED_BY_SIGTERM)
+  except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
+          workdir_lib.WorkdirBusyError, results.DamagedLogError,
+          executors.ClusterLostError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 

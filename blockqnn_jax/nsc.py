@@ -133,6 +133,9 @@ def _digest(*parts) -> str:
   return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+_MAX_CANONICAL_ORDERS = 256  # orders compared at most, for blocks with many ties
+
+
 @dataclasses.dataclass(frozen=True)
 class Block:
   """A validated block: its layers (terminal excluded), numbered 1..n."""
@@ -251,10 +254,10 @@ class Block:
 
     Each node gets a label from its op, everything upstream and everything downstream,
     refined Weisfeiler-Lehman style; a topological order then always takes the ready node
-    with the smallest label. Nodes that tie are structurally equivalent (in practice
-    automorphic), so either choice gives the same codes. Operands of add and concat are
-    sorted by their new index. Different codes always mean non-isomorphic DAGs, so the
-    hash never merges different architectures.
+    with the smallest label and inputs, and the smallest codes over the orders that
+    remaining ties allow are the canonical ones. Operands of add and concat are sorted by
+    their new index. Different codes always mean non-isomorphic DAGs, so the hash never
+    merges different architectures.
     """
     n = len(self.layers)
     ops = [(0, 0)] + [(l.type, l.kernel) for l in self.layers]
@@ -272,26 +275,43 @@ class Block:
                   sorted(labels[c] for c in self.consumers[v]))
           for v in range(n + 1)
       ]
-    new_index = {0: 0}
-    waiting = {v: len(set(preds[v])) for v in range(1, n + 1)}
-    for c in set(self.consumers[0]):
-      waiting[c] -= 1
-    ready = [v for v in range(1, n + 1) if waiting[v] == 0]
-    while ready:
-      v = min(ready, key=lambda u: (labels[u], u))
-      ready.remove(v)
-      new_index[v] = len(new_index)
-      for c in set(self.consumers[v]):
-        waiting[c] -= 1
-        if waiting[c] == 0:
-          ready.append(c)
-    codes = []
-    for v in sorted(range(1, n + 1), key=new_index.get):
-      layer = self.layers[v - 1]
-      mapped = sorted(new_index[p] for p in layer.preds)
-      pred1, pred2 = (mapped + [0])[:2]
-      codes.append((new_index[v], layer.type, layer.kernel, pred1, pred2))
-    return tuple(codes)
+    orders: list[tuple] = []
+    self._topological_orders(labels, preds, {0: 0}, orders)
+    return min(orders)
+
+  def _topological_orders(self, labels, preds, new_index: dict, out: list) -> None:
+    """Appends to ``out`` the codes of each canonical topological order from the partial
+    numbering ``new_index``.
+
+    The next node is the ready one with the smallest (label, new indices of its inputs).
+    Ties left are followed one by one, except twins (the same inputs and consumers), which
+    are interchangeable; past _MAX_CANONICAL_ORDERS orders the first is kept (an exotic
+    symmetric block may then miss the cache, but never shares another's hash).
+    """
+    n = len(self.layers)
+    if len(new_index) == n + 1:
+      codes = []
+      for v in sorted(range(1, n + 1), key=new_index.get):
+        layer = self.layers[v - 1]
+        mapped = sorted(new_index[p] for p in layer.preds)
+        pred1, pred2 = (mapped + [0])[:2]
+        codes.append((new_index[v], layer.type, layer.kernel, pred1, pred2))
+      out.append(tuple(codes))
+      return
+    ready = [v for v in range(1, n + 1)
+             if v not in new_index and all(p in new_index for p in preds[v])]
+    key = lambda u: (labels[u], sorted(new_index[p] for p in preds[u]))
+    best = min(key(u) for u in ready)
+    tied, seen = [], set()
+    for u in ready:
+      twin = (tuple(sorted(preds[u])), tuple(sorted(self.consumers[u])))
+      if key(u) == best and twin not in seen:
+        seen.add(twin)
+        tied.append(u)
+    for u in tied:
+      if out and len(out) >= _MAX_CANONICAL_ORDERS:
+        return
+      self._topological_orders(labels, preds, {**new_index, u: len(new_index)}, out)
 
   def canonical(self) -> 'Block':
     """The isomorphic block in canonical numbering (the one models are built from)."""
@@ -300,8 +320,3 @@ class Block:
   def canonical_hash(self) -> str:
     """Equal for isomorphic blocks, different for different architectures."""
     return _digest('nsc-v1', self._canonical_codes)[:24]
-
-  def describe(self) -> str:
-    """One line per layer, e.g. ``3: add(1, 2)``; for logs and pictures."""
-    return '; '.join(
-        f'{l.index}: {l.label}({", ".join(map(str, l.preds))})' for l in self.layers)

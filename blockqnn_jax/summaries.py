@@ -16,6 +16,7 @@ from tensorboardX.summary import hparams
 
 from blockqnn_jax import draw
 from blockqnn_jax import nsc
+from blockqnn_jax import workdir as workdir_lib
 
 BLOCK_TAGS = ('accuracy', 'reward', 'flops_term', 'density_term')
 
@@ -25,7 +26,7 @@ class SearchSummaries:
 
   def __init__(self, workdir: str, config):
     self.writer = SummaryWriter(workdir)
-    flat = flatten(json.loads(config.to_json()))
+    flat = workdir_lib.flatten(json.loads(config.to_json()))
     for summary in hparams(flat, {'iteration/best_so_far': 0.0}):
       self.writer.file_writer.add_summary(summary)
 
@@ -49,14 +50,3 @@ class SearchSummaries:
   def close(self) -> None:
     self.writer.close()
 
-
-def flatten(tree: dict, prefix: str = '') -> dict:
-  """Nested config -> {'search.max_layers': 23, ...}; lists become strings."""
-  flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{name}.'))
-    else:
-      flat[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-  return flat

@@ -10,8 +10,10 @@ batch, whatever the number of devices.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 import time
 import traceback
 from typing import Callable
@@ -26,12 +28,16 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from blockqnn_jax import compilation
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
 
 DTYPES = ('float32', 'bfloat16')
+# XLA options that halve a small child's compile time on the CPU and make its steps some
+# three times slower (config.fast_compile): worth it where children train for seconds.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
 def compute_dtype(config):
@@ -48,6 +54,18 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
   if batch_size <= 0 or batch_size % mesh.size:
     raise ValueError(f'config.batch_size={batch_size} must be a positive multiple of the '
                      f'{mesh.size} devices it is split over')
+
+
+@functools.lru_cache(maxsize=None)
+def _epoch_order(num_examples: int, steps: int, batch_size: int, mesh: jax.sharding.Mesh):
+  """The jitted epoch permutation for a dataset size and batch: compiled once per process,
+  not once per child."""
+
+  def order(rng):
+    permutation = jax.random.permutation(rng, num_examples)[:steps * batch_size]
+    return permutation.reshape(steps, batch_size)
+
+  return jax.jit(order, out_shardings=NamedSharding(mesh, P(None, 'data')))
 
 
 @flax.struct.dataclass
@@ -67,6 +85,9 @@ class DeviceData:
   std: jax.Array
   num_classes: int = flax.struct.field(pytree_node=False)
   image_shape: tuple = flax.struct.field(pytree_node=False)
+
+
+_device_data_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=2)
@@ -110,8 +131,9 @@ def device_data(config, mesh: jax.sharding.Mesh, *, batch_size: int | None = Non
   dataset_config = _DatasetConfig(
       config.dataset, config.data_dir, 0 if final else config.validation_examples,
       config.max_train_examples)
-  return _device_data(dataset_config, batch_size or config.batch_size, mesh,
-                      'test' if final else 'validation')
+  with _device_data_lock:  # children prepared in parallel threads load it once
+    return _device_data(dataset_config, batch_size or config.batch_size, mesh,
+                        'test' if final else 'validation')
 
 
 def preprocess(images, mean, std, dtype):
@@ -122,7 +144,7 @@ def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_optimizer(early_stop_config, steps_per_epoch: int) -> optax.GradientTransformation:
+def early_stop_optimizer(early_stop_config, steps_per_epoch: int) -> optax.GradientTransformation:
   """Adam at 1e-3, multiplied by 0.2 every 5 epochs (the paper's early-stop recipe)."""
   schedule = optax.exponential_decay(
       early_stop_config.learning_rate,
@@ -156,15 +178,8 @@ class Trainer:
     if self.steps_per_epoch == 0:
       raise ValueError(f'batch_size={batch_size} is larger than the '
                        f'{len(data.train_labels)} training examples')
-    self._order = jax.jit(self._epoch_order)
     self._step = jax.jit(self._train_step, donate_argnums=0)
     self._evaluate = jax.jit(self._accuracy)
-
-  def _epoch_order(self, data: DeviceData, rng):
-    """A fresh permutation of the training set: one row of indices per step."""
-    order = jax.random.permutation(rng, len(data.train_labels))
-    order = order[:self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, -1)
-    return jax.lax.with_sharding_constraint(order, NamedSharding(self.mesh, P(None, 'data')))
 
   def _train_step(self, state, data: DeviceData, order, step, rng):
     """One update: gather the step's batch on the devices, augment, forward, backward, Adam.
@@ -215,80 +230,136 @@ class Trainer:
     in_top5 = jnp.any(top5 == labels[:, None], axis=-1) & mask
     return top1.sum(), in_top5.sum()
 
-  def compile(self, rng) -> float:
-    """Compiles the step and the evaluation ahead of time; returns the seconds it took."""
-    start = time.perf_counter()
-    order = self._order(self.data, rng)
-    self._step = self._step.lower(self.state, self.data, order, 0, rng).compile()
-    self._evaluate = self._evaluate.lower(self.state, self.data).compile()
-    return time.perf_counter() - start
+  def compile(self, rng, compiler_options: dict | None = None) -> None:
+    """Compiles the step and the evaluation ahead of time (``compiler_options``: XLA
+    options for both, e.g. FAST_COMPILE)."""
+    order = self.epoch_order(rng)
+    self._step = self._step.lower(self.state, self.data, order, 0, rng).compile(
+        compiler_options)
+    self._evaluate = self._evaluate.lower(self.state, self.data).compile(compiler_options)
 
   def epoch_order(self, rng) -> jax.Array:
     """The epoch's batches: a permutation of the training set, one row per step."""
-    return self._order(self.data, rng)
+    return _epoch_order(len(self.data.train_labels), self.steps_per_epoch, self.batch_size,
+                        self.mesh)(rng)
 
   def step(self, order: jax.Array, step: int, rng) -> jax.Array:
     """Trains on batch ``step`` of ``order``; returns its loss (without waiting for it)."""
     self.state, loss = self._step(self.state, self.data, order, step, rng)
     return loss
 
-  def train_epoch(self, rng) -> np.ndarray:
-    """One pass over the training set; returns the loss of every step."""
+  def train_epoch(self, rng, should_stop=lambda: False) -> np.ndarray | None:
+    """One pass over the training set; returns the loss of every step (None if
+    ``should_stop()`` became true on the way)."""
     order = self.epoch_order(rng)
-    losses = [self.step(order, step, rng) for step in range(self.steps_per_epoch)]
-    return np.asarray(jnp.stack(losses))
+    losses = []
+    for step in range(self.steps_per_epoch):
+      if should_stop():
+        return None
+      losses.append(self.step(order, step, rng))
+    return np.array([np.asarray(loss) for loss in losses])
 
   def accuracy(self) -> float:
     return float(self._evaluate(self.state, self.data))
 
 
-def evaluate_block(block: nsc.Block, config, mesh: jax.sharding.Mesh | None = None) -> dict:
-  """Trains `block`'s search network briefly and scores it on the validation split.
+class ChildEvaluator:
+  """The search's evaluator: ``prepare`` builds and compiles a child (in a background
+  thread, off the critical path), ``run`` trains it with the early-stop recipe and scores
+  it on the validation split. Neither raises for a bad child: a loss that becomes NaN/inf,
+  running out of memory, or any other error gives ``status='failed'`` with the reason and
+  accuracy 0 (the lowest reward), so the search goes on.
 
-  Never raises for a bad child: a loss that becomes NaN/inf, running out of memory, or
-  any other error inside the child gives ``status='failed'`` with the reason and accuracy 0
-  (the lowest reward), so the search goes on.
+  ``compile_seconds`` is every second the child spent tracing, lowering and compiling
+  (counted from JAX's compile events, in both phases); ``prepare_seconds`` the wall time
+  from the block to a compiled child.
   """
-  mesh = mesh or make_mesh()
-  check_batch_size(config.batch_size, mesh)
-  data = device_data(config, mesh)
-  dtype = compute_dtype(config)
-  model = models.build_network(block, config.model, num_classes=data.num_classes,
-                               in_channels=data.image_shape[-1], dtype=dtype,
-                               seed=config.seed)
-  result = {
-      'status': 'ok',
-      'flops': models.network_flops(block, config.model, image_shape=data.image_shape,
-                                    num_classes=data.num_classes),
-      'params': models.count_params(model),
-      'compile_seconds': 0.0, 'train_seconds': 0.0, 'eval_seconds': 0.0, 'epochs': 0,
-      'accuracy': 0.0,
-  }
+
+  def __init__(self, config, mesh: jax.sharding.Mesh | None = None):
+    self.config, self.mesh = config, mesh
+
+  def prepare(self, block: nsc.Block) -> 'PreparedChild':
+    config = self.config
+    child = PreparedChild(block, result={
+        'status': 'ok', 'accuracy': 0.0, 'compile_seconds': 0.0, 'prepare_seconds': 0.0,
+        'train_seconds': 0.0, 'eval_seconds': 0.0, 'epochs': 0})
+    start = time.perf_counter()
+    with compilation.measure() as compile_seconds, _failures_reported(child):
+      compilation.use_persistent_cache(config.compilation_cache_dir)
+      mesh = self.mesh or make_mesh()
+      check_batch_size(config.batch_size, mesh)
+      data = device_data(config, mesh)
+      dtype = compute_dtype(config)
+      model = models.build_network(block, config.model, num_classes=data.num_classes,
+                                   in_channels=data.image_shape[-1], dtype=dtype,
+                                   seed=config.seed)
+      child.result['flops'] = models.network_flops(
+          block, config.model, image_shape=data.image_shape, num_classes=data.num_classes)
+      child.result['params'] = models.count_params(model)
+      steps_per_epoch = len(data.train_labels) // config.batch_size
+      child.trainer = Trainer(model, early_stop_optimizer(config.early_stop, steps_per_epoch),
+                              data, mesh, config.batch_size, dtype)
+      child.trainer.compile(jax.random.key(config.seed),
+                            FAST_COMPILE if config.fast_compile else None)
+    child.result['prepare_seconds'] = time.perf_counter() - start
+    child.result['compile_seconds'] = compile_seconds()
+    return child
+
+  def run(self, child: 'PreparedChild', should_stop=lambda: False) -> dict:
+    with compilation.measure() as compile_seconds, _failures_reported(child):
+      if child.trainer is not None:
+        _train_and_score(child.trainer, self.config, child.result, should_stop)
+    result = child.result
+    child.trainer = None  # frees the device memory of a child that is done
+    result['compile_seconds'] += compile_seconds()
+    result.update(reward_lib.reward_terms(child.block, result['accuracy'], self.config.reward,
+                                          self.config.model.filters))
+    return result
+
+  def evaluate(self, block: nsc.Block) -> dict:
+    return self.run(self.prepare(block))
+
+
+@dataclasses.dataclass
+class PreparedChild:
+  """A compiled child ready to train (``trainer`` is None if preparing it failed)."""
+  block: nsc.Block
+  result: dict
+  trainer: Trainer | None = None
+
+
+@contextlib.contextmanager
+def _failures_reported(child: PreparedChild):
+  """Turns any exception into ``status='failed'`` with the reason: a child never stops a
+  search."""
   try:
-    _train_and_score(model, config, data, mesh, dtype, result)
-  except Exception as error:  # pylint: disable=broad-except  (a child never stops a search)
+    yield
+  except Exception as error:  # pylint: disable=broad-except
     message = str(error).strip().splitlines()[0] if str(error).strip() else ''
     kind = 'out of memory' if 'RESOURCE_EXHAUSTED' in str(error) else type(error).__name__
-    result.update(status='failed', accuracy=0.0, reason=f'{kind}: {message}'[:500])
-    logging.warning('child %s failed: %s\n%s', block.to_codes(), result['reason'],
-                    traceback.format_exc())
-  result.update(reward_lib.reward_terms(block, result['accuracy'], config.reward,
-                                        config.model.filters))
-  return result
+    child.result.update(status='failed', accuracy=0.0, reason=f'{kind}: {message}'[:500])
+    child.trainer = None
+    logging.warning('child %s failed: %s\n%s', child.block.to_codes(),
+                    child.result['reason'], traceback.format_exc())
 
 
-def _train_and_score(model, config, data: DeviceData, mesh, dtype, result: dict) -> None:
+def evaluate_block(block: nsc.Block, config, mesh: jax.sharding.Mesh | None = None) -> dict:
+  """Trains `block`'s search network briefly and scores it on the validation split (both
+  phases of ``ChildEvaluator`` in a row). Never raises for a bad child."""
+  return ChildEvaluator(config, mesh).evaluate(block)
+
+
+def _train_and_score(trainer: Trainer, config, result: dict, should_stop) -> None:
   """The early-stop recipe; fills `result` in place so a failure keeps what was measured."""
   early_stop = config.early_stop
-  steps_per_epoch = len(data.train_labels) // config.batch_size
-  trainer = Trainer(model, make_optimizer(early_stop, steps_per_epoch), data, mesh,
-                    config.batch_size, dtype)
   rng = jax.random.key(config.seed)
-  result['compile_seconds'] = trainer.compile(rng)
   best, since_best, accuracy = -1.0, 0, None
   start = time.perf_counter()
   for epoch in range(early_stop.epochs):
-    losses = trainer.train_epoch(jax.random.fold_in(rng, epoch))
+    losses = trainer.train_epoch(jax.random.fold_in(rng, epoch), should_stop)
+    if losses is None:
+      result.update(status='failed', accuracy=0.0, reason='cancelled: the search stopped')
+      return
     result['epochs'] = epoch + 1
     result['train_seconds'] = time.perf_counter() - start
     result['loss'] = float(losses[-1])
@@ -301,7 +372,7 @@ def _train_and_score(model, config, data: DeviceData, mesh, dtype, result: dict)
       best, since_best = (accuracy, 0) if accuracy > best else (best, since_best + 1)
       if since_best >= early_stop.patience:
         break
-  images = result['epochs'] * steps_per_epoch * config.batch_size
+  images = result['epochs'] * trainer.steps_per_epoch * trainer.batch_size
   result['images_per_second'] = images / max(result['train_seconds'], 1e-9)
   if result['status'] == 'ok' and accuracy is None:  # not measured by patience already
     start = time.perf_counter()

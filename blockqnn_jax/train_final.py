@@ -33,27 +33,30 @@ from flax import nnx
 from tensorboardX import SummaryWriter
 
 from blockqnn_jax import data as data_lib
+from blockqnn_jax import files
 from blockqnn_jax import models
-from blockqnn_jax import search
 from blockqnn_jax import train
 
 SCHEDULES = ('steps', 'cosine')
 FINAL_FILE = 'final.json'
 
 
-def make_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with momentum and weight decay; learning rate in steps or a cosine."""
+def learning_rate_schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
+  """The final recipe's learning rate per step: steps at ``lr_steps``, or a cosine."""
   if train_config.schedule == 'cosine':
-    schedule = optax.cosine_decay_schedule(
+    return optax.cosine_decay_schedule(
         train_config.learning_rate, train_config.epochs * steps_per_epoch)
-  else:
-    schedule = optax.piecewise_constant_schedule(
-        train_config.learning_rate,
-        {epoch * steps_per_epoch: train_config.lr_step_factor
-         for epoch in train_config.lr_steps})
+  return optax.piecewise_constant_schedule(
+      train_config.learning_rate,
+      {epoch * steps_per_epoch: train_config.lr_step_factor
+       for epoch in train_config.lr_steps})
+
+
+def sgd_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with momentum and weight decay (the final recipe)."""
   return optax.chain(
       optax.add_decayed_weights(train_config.weight_decay),
-      optax.sgd(schedule, momentum=train_config.momentum)), schedule
+      optax.sgd(schedule, momentum=train_config.momentum))
 
 
 def final_model_config(config):
@@ -103,7 +106,7 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
   returns the per-epoch history (loss, learning rate, evaluation metrics)."""
   final, trainer, steps_per_epoch = config.train, runner.trainer, runner.steps_per_epoch
   manager = _checkpoint_manager(workdir)
-  epoch, step, history = 0, 0, []
+  epoch, step, history, epoch_losses = 0, 0, [], []
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
@@ -112,12 +115,15 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
     trainer.state = restored['state']
     epoch, step, history = (restored['meta']['epoch'], restored['meta']['step'],
                             restored['meta']['history'])
+    # The steps of this epoch before a mid-epoch save, so the epoch's mean loss is whole.
+    epoch_losses = [np.float32(x) for x in restored['meta'].get('epoch_losses', [])]
     logging.info('resuming from epoch %d, step %d', epoch + 1, step)
 
-  def save(epoch, step):
+  def save(epoch, step, losses):
     manager.save(epoch * steps_per_epoch + step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(trainer.state),
-        meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history})))
+        meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history,
+                                'epoch_losses': [float(x) for x in losses]})))
     manager.wait_until_finished()
 
   writer = SummaryWriter(workdir)
@@ -126,12 +132,12 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
   while epoch < final.epochs:
     epoch_rng = jax.random.fold_in(rng, epoch)
     runner.start_epoch(epoch, epoch_rng, step)
-    losses = []
+    losses, epoch_losses = epoch_losses, []
     while step < steps_per_epoch:
       losses.append(runner.step(step, epoch_rng))
       step += 1
       if time.time() - last_save > final.checkpoint_every_seconds and step < steps_per_epoch:
-        save(epoch, step)
+        save(epoch, step, losses)
         last_save = time.time()
     entry = {'epoch': epoch + 1,
              'learning_rate': float(schedule((epoch + 1) * steps_per_epoch - 1))}
@@ -146,7 +152,7 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
     writer.flush()
     logging.info('epoch %d/%d: %s', epoch + 1, final.epochs, entry)
     epoch, step = epoch + 1, 0
-    save(epoch, step)
+    save(epoch, step, [])
     last_save = time.time()
   writer.close()
   manager.close()
@@ -166,7 +172,7 @@ def write_summary(workdir: str, config, block, model, model_config, history, *,
       'model': model_config.to_dict(), 'train': config.train.to_dict(),
       'dtype': config.dtype, 'history': history,
   }
-  search.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
+  files.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
   return summary
 
 
@@ -177,7 +183,8 @@ def build_trainer(config, block, model_config, mesh, data, *, num_classes: int,
   dtype = train.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
-  tx, schedule = make_optimizer(config.train, steps_per_epoch)
+  schedule = learning_rate_schedule(config.train, steps_per_epoch)
+  tx = sgd_optimizer(config.train, schedule)
   trainer = train.Trainer(model, tx, data, mesh, config.train.batch_size, dtype,
                           augment=augmenter(config.train))
   return model, trainer, schedule
@@ -187,7 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the block of ``config.block`` in full; returns the final scores."""
   os.makedirs(workdir, exist_ok=True)
   final = config.train
-  block = search.load_block(config.block, config.search.max_layers)
+  block = files.load_block(config.block, config.search.max_layers)
   mesh = train.make_mesh()
   train.check_batch_size(final.batch_size, mesh)
   data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
@@ -206,13 +213,14 @@ def load_model(workdir: str) -> tuple[nnx.Module, dict]:
   """The trained network of a ``mode=train`` workdir, in inference mode, and its summary."""
   with open(os.path.join(workdir, FINAL_FILE)) as f:
     summary = json.load(f)
-  block = search.load_block(json.dumps(summary['codes']))
+  block = files.load_block(json.dumps(summary['codes']))
   model = models.build_network(
       block, ml_collections.ConfigDict(summary['model']), num_classes=summary['num_classes'],
       in_channels=summary['image_shape'][-1], dtype=jnp.dtype(summary['dtype']))
   model.train()  # the checkpoint holds the state as split in training mode
   graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
-  tx, _ = make_optimizer(ml_collections.ConfigDict(summary['train']), 1)
+  train_config = ml_collections.ConfigDict(summary['train'])
+  tx = sgd_optimizer(train_config, learning_rate_schedule(train_config, 1))
   template = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)}
   manager = _checkpoint_manager(workdir)
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(

@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from blockqnn_jax import data as data_lib
-from blockqnn_jax import search
+from blockqnn_jax import files
 from blockqnn_jax import train
 from blockqnn_jax import train_final
 
@@ -168,7 +168,7 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   """Trains the block of ``config.block`` in the ImageNet template; returns the scores."""
   os.makedirs(workdir, exist_ok=True)
   final = config.train
-  block = search.load_block(config.block, config.search.max_layers)
+  block = files.load_block(config.block, config.search.max_layers)
   mesh = train.make_mesh()
   train.check_batch_size(final.batch_size, mesh)
   sources, num_classes = open_dataset(config)

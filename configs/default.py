@@ -27,9 +27,26 @@ def get_config():
   config.ray = ml_collections.ConfigDict()
   config.ray.address = ''          # '' starts a local cluster; 'auto' joins `ray start`'s
   config.ray.max_in_flight = 0     # children at once; 0 = as many as the cluster fits
-  config.ray.gpus_per_trial = -1   # -1 = one GPU per child where the cluster has GPUs
+  # -1 = a GPU per children_per_device children where the cluster has GPUs; a fraction
+  # puts several actors on one GPU, each preallocating only its share of the memory.
+  config.ray.gpus_per_trial = -1.0
   config.ray.cpus_per_trial = 1.0
   config.ray.max_retries = 2       # re-runs of a child whose worker died
+  # Children training at once on each device (threads locally; Ray actors sharing a GPU,
+  # each given that share of its memory). More than one helps when children are too
+  # small to fill a device; a child out of memory beside others is retried alone.
+  config.children_per_device = 1
+  # Children built and compiled in background threads while others train, so that
+  # compilation is off the critical path (our choice: one is enough when a child's
+  # training takes longer than the next one's compilation).
+  config.compile_ahead = 1
+  # JAX's persistent compilation cache, shared by the driver, Ray workers, restarts and
+  # later searches ('' = off); XLA's autotuning results are cached there too.
+  config.compilation_cache_dir = '~/.cache/blockqnn_jax/jax_cache'
+  # Compile children with XLA's backend optimisations off: about half the compile time of
+  # a small child on the CPU, some three times slower steps (our choice: on only where
+  # children train for seconds, as in the quickstart).
+  config.fast_compile = False
   # The block to train in 'train'/'transfer_imagenet' mode: a best_block.json path, a
   # search workdir, or inline codes as JSON text.
   config.block = ''

@@ -111,12 +111,22 @@ def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
 
 
 def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
-  strategy = agent.make_strategy(search_config(), 3)
+  # Learning rate 1 and no replay: Q(last layer, terminal) becomes the reward of the last
+  # block fed back that ends in that layer, so each reward must reach its own block.
+  strategy = agent.make_strategy(
+      search_config(learning_rate=1.0, replay_samples=0, terminal_reward='full'), 3)
   batch = [strategy.propose() for _ in range(6)]
-  for block in reversed(batch):
-    strategy.feedback(block, surrogate.synthetic_accuracy(block))
+  arrivals = [(block, 0.1 + 0.1 * i) for i, block in enumerate(batch)][::-1]
+  expected = {}
+  for block, reward in arrivals:
+    strategy.feedback(block, reward)
+    last_state, terminal = search_space.trajectory(block)[-1]
+    expected[last_state, terminal] = reward
   strategy.end_iteration()
-  assert len(strategy.memory) == 6
+  assert strategy.memory == arrivals
+  for (state, terminal), reward in expected.items():
+    position = search_space.actions_at(terminal.index, 23).position[terminal]
+    assert strategy.q[state][position] == pytest.approx(reward)
 
 
 @pytest.mark.parametrize('name', agent.STRATEGIES)

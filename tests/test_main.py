@@ -44,6 +44,9 @@ def tiny_search_config():
     ('model.template', 'vgg', "config.model.template='vgg' is not allowed"),
     ('dtype', 'float16', "config.dtype='float16' is not allowed"),
     ('validation_examples', 5000, 'must be less than the 1500 training examples'),
+    ('batch_size', 6, 'config.batch_size=6 is not allowed: a multiple of the 4 devices'),
+    ('children_per_device', 0, 'config.children_per_device=0 is not allowed: an integer >= 1'),
+    ('compile_ahead', -1, 'config.compile_ahead=-1 is not allowed: an integer >= 0'),
 ])
 def test_every_config_mistake_is_one_clear_line(field, value, message):
   config = tiny_search_config()

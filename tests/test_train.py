@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from blockqnn_jax import models
 from blockqnn_jax import nsc
@@ -30,32 +31,39 @@ def digits_config(**overrides):
 
 
 def sgd_step(mesh, config):
-  """One SGD step (lr 1) on a fixed batch over `mesh`: returns loss and gradients."""
+  """One SGD step (lr 1) of the trainer's own compiled step on the epoch's first batch over
+  `mesh`: returns the loss, the gradients, the batch order and the per-device FLOPs."""
   data = train.device_data(config, mesh)
   model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
                                in_channels=1)
   trainer = train.Trainer(model, optax.sgd(1.0), data, mesh, config.batch_size, np.float32)
-  before = trainer.state['params']
-  order = np.arange(trainer.steps_per_epoch * config.batch_size).reshape(
-      trainer.steps_per_epoch, -1)
-  state, loss = jax.jit(trainer._train_step)(trainer.state, data, order, 0, jax.random.key(0))
-  grads = jax.tree.map(lambda b, a: np.asarray(b) - np.asarray(a), before, state['params'])
-  return float(loss), grads
+  rng = jax.random.key(0)
+  order = trainer.epoch_order(rng)
+  compiled = trainer._step.lower(trainer.state, data, order, 0, rng).compile()
+  cost = compiled.cost_analysis()
+  flops = (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
+  before = jax.tree.map(np.asarray, trainer.state['params'])
+  state, loss = compiled(trainer.state, data, order, 0, rng)
+  grads = jax.tree.map(lambda b, a: b - np.asarray(a), before, state['params'])
+  return float(loss), grads, order, flops
 
 
 def test_one_and_four_devices_give_the_same_loss_and_gradients():
   assert jax.device_count() == 4, 'conftest.py asks XLA for four CPU devices'
   config = digits_config()
-  loss1, grads1 = sgd_step(train.make_mesh(jax.devices()[:1]), config)
-  loss4, grads4 = sgd_step(train.make_mesh(), config)
+  loss1, grads1, order1, flops1 = sgd_step(train.make_mesh(jax.devices()[:1]), config)
+  loss4, grads4, order4, flops4 = sgd_step(train.make_mesh(), config)
+  np.testing.assert_array_equal(order1, order4)
+  # The batch is split over the devices, not replicated on each: every step's indices are
+  # sharded four ways, and each device computes a quarter of the step (forward and backward).
+  assert order4.sharding.spec == P(None, 'data')
+  assert {s.data.shape for s in order4.addressable_shards} == {
+      (order4.shape[0], config.batch_size // 4)}
+  assert flops1 / flops4 == pytest.approx(4, rel=0.1), (flops1, flops4)
+  # ... and the gradient is still the global batch's.
   assert loss1 == pytest.approx(loss4, rel=1e-5)
   for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads4)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
-def test_batch_size_must_split_over_the_devices():
-  with pytest.raises(ValueError, match='batch_size=6 must be a positive multiple of the 4'):
-    train.evaluate_block(SMALL, digits_config(batch_size=6))
 
 
 def test_evaluate_block_reports_scores_costs_and_times():
@@ -70,13 +78,25 @@ def test_evaluate_block_reports_scores_costs_and_times():
       result['accuracy'] - result['flops_term'] - result['density_term'])
 
 
-def test_patience_stops_a_child_that_no_longer_improves():
-  config = digits_config()
-  config.early_stop.epochs = 30
-  config.early_stop.patience = 1
-  config.early_stop.learning_rate = 0.0  # nothing changes, so nothing improves
+def test_patience_stops_a_child_that_no_longer_improves(monkeypatch):
+  # The validation accuracy after each epoch, scripted: the best so far is 0.6 (epoch 4);
+  # epochs 5 and 6 do not beat it, though 6 beats 5, so patience 2 stops after epoch 6.
+  script = [0.3, 0.5, 0.4, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9]
+  calls = []
+
+  def scripted_accuracy(self):
+    calls.append(script[len(calls)])
+    return calls[-1]
+
+  monkeypatch.setattr(train.Trainer, 'accuracy', scripted_accuracy)
+  config = digits_config(max_train_examples=256)
+  config.early_stop.epochs = 9
+  config.early_stop.patience = 2
   result = train.evaluate_block(SMALL, config)
-  assert result['status'] == 'ok' and result['epochs'] == 2
+  assert result['status'] == 'ok', result
+  assert result['epochs'] == 6
+  assert result['accuracy'] == 0.58  # the last epoch's, measured once
+  assert len(calls) == 6
 
 
 def test_a_diverging_child_is_reported_failed_not_raised():

@@ -1,0 +1,87 @@
+"""One workdir, one writer: the workdir's lock and the config it was made with.
+
+The lock is an OS file lock (``flock``) on ``workdir/.lock``, held for the whole run: the
+kernel drops it when the process dies, even by SIGKILL, so there is never a stale lock to
+clean up. The file holds the holder's pid and host, for the error message only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+
+from blockqnn_jax import files
+
+LOCK_FILE = '.lock'
+CONFIG_FILE = 'config.json'
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another process holds the workdir."""
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a search made with a different config."""
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds ``workdir``'s lock for the ``with`` body; raises WorkdirBusyError if another
+  process holds it."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'another process'
+      raise WorkdirBusyError(
+          f'{os.path.abspath(workdir)} is in use by {holder}: wait for it to finish or stop '
+          'it (a rerun resumes), or give another --workdir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # closing the descriptor releases the lock
+
+
+def check_config(config, workdir: str, allow_config_change: bool) -> None:
+  """Records the config in ``workdir/config.json``; refuses a workdir made by another one.
+
+  Only ``executor``, ``children_per_device`` and the ``ray`` settings (how the work is
+  spread, not what is computed) may change between runs of one search.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = flatten(json.loads(config.to_json()))
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and not _may_change(k))
+    if changed and not allow_config_change:
+      diff = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
+      raise ConfigMismatchError(
+          f'{workdir} holds a search made with another config ({diff}); use a new '
+          '--workdir, or --allow_config_change to continue it anyway')
+  files.write_json_atomic(path, current)
+
+
+def _may_change(key: str) -> bool:
+  return key in ('executor', 'children_per_device', 'compilation_cache_dir') or (
+      key.startswith('ray.'))
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """Nested config -> {'search.max_layers': 23, ...}; lists become strings."""
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{name}.'))
+    else:
+      flat[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+  return flat

@@ -1,0 +1,202 @@
+"""Executors: the same search whatever runs at once; failures that stay right with sharing."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from blockqnn_jax import checkpoint
+from blockqnn_jax import executors
+from blockqnn_jax import nsc
+from blockqnn_jax import results
+from blockqnn_jax import search
+from blockqnn_jax import surrogate
+from blockqnn_jax import train
+from tests import test_resume
+
+
+class JitteryEvaluator:
+  """A deterministic two-phase evaluator whose phases take a pseudo-random time, so that
+  children finish in an order unlike the one they were sampled in."""
+
+  def prepare(self, block):
+    time.sleep(self.delay(block, 'prepare'))
+    return block
+
+  def run(self, block, should_stop):
+    del should_stop
+    time.sleep(self.delay(block, 'run'))
+    return {'accuracy': surrogate.synthetic_accuracy(block)}
+
+  @staticmethod
+  def delay(block, phase):
+    return int(block.canonical_hash()[:4], 16) % 7 * 0.004 + (phase == 'run') * 0.002
+
+
+def jittery_search(workdir, children_per_device, compile_ahead, executor='local',
+                   max_in_flight=0):
+  config = test_resume.resume_config()
+  config.children_per_device = children_per_device
+  config.compile_ahead = compile_ahead
+  config.executor = executor
+  config.ray.max_in_flight = max_in_flight
+  config.ray.gpus_per_trial = 0
+  search.run_search(config, str(workdir), JitteryEvaluator())
+  return test_resume.outcome(workdir)
+
+
+@pytest.fixture(scope='module')
+def serial(tmp_path_factory):
+  return jittery_search(tmp_path_factory.mktemp('serial'), 1, 0)
+
+
+@pytest.mark.parametrize('children_per_device, compile_ahead', [(1, 2), (3, 0), (3, 2)])
+def test_the_search_does_not_depend_on_how_many_children_run_at_once(
+    tmp_path, serial, children_per_device, compile_ahead):
+  outcome = jittery_search(tmp_path, children_per_device, compile_ahead)
+  test_resume.assert_same_outcome(outcome, serial, same_log_order=False)
+  # ... though they did finish in another order than the serial run's.
+  assert [r['hash'] for r in outcome[0]] != [r['hash'] for r in serial[0]]
+
+
+def test_a_resumed_concurrent_search_ends_like_a_serial_one(tmp_path, serial, monkeypatch):
+  original = checkpoint.SearchCheckpointer.save
+
+  def crash_on_third_save(self, step, *args):
+    if step == 3:
+      raise test_resume.Crash()
+    original(self, step, *args)
+
+  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', crash_on_third_save)
+  with pytest.raises(test_resume.Crash):
+    jittery_search(tmp_path, 3, 1)
+  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', original)
+  test_resume.assert_same_outcome(jittery_search(tmp_path, 3, 1), serial,
+                                  same_log_order=False)
+
+
+class SharingEvaluator:
+  """Runs out of memory whenever it trains beside another child; a block with more than
+  `too_big` layers runs out of memory even alone."""
+
+  def __init__(self, too_big=99):
+    self.lock, self.active, self.runs, self.too_big = threading.Lock(), 0, [], too_big
+
+  def prepare(self, block):
+    return block
+
+  def run(self, block, should_stop):
+    with self.lock:
+      self.active += 1
+      crowded = self.active > 1
+      self.runs.append((block.canonical_hash(), crowded))
+    time.sleep(0.02)
+    with self.lock:
+      self.active -= 1
+    if crowded or len(block) > self.too_big:
+      return {'accuracy': 0.0, 'status': 'failed',
+              'reason': 'out of memory: RESOURCE_EXHAUSTED'}
+    return {'accuracy': surrogate.synthetic_accuracy(block)}
+
+
+def sharing_config(children_per_device):
+  config = test_resume.resume_config()
+  config.children_per_device = children_per_device
+  return config
+
+
+def test_a_child_out_of_memory_beside_others_is_retried_alone(tmp_path):
+  evaluator = SharingEvaluator()
+  search.run_search(sharing_config(3), str(tmp_path), evaluator)
+  records = results.read_results(str(tmp_path))
+  assert all(r['status'] == 'ok' for r in records), [r for r in records if r['status'] != 'ok']
+  crowded = [key for key, was_crowded in evaluator.runs if was_crowded]
+  assert crowded  # children did share, and ran out of memory
+  for key in crowded:  # each was then run once more, alone
+    assert (key, False) in evaluator.runs
+
+
+def test_out_of_memory_alone_is_the_architectures_verdict(tmp_path):
+  evaluator = SharingEvaluator(too_big=2)
+  search.run_search(sharing_config(1), str(tmp_path), evaluator)
+  records = results.read_results(str(tmp_path))
+  big = [r for r in records if len(nsc.Block.from_codes(r['codes'])) > 2]
+  assert big and all(r['status'] == 'failed' and not r.get('transient') for r in big)
+  # Cached like any verdict: each architecture ran once.
+  keys = [key for key, _ in evaluator.runs]
+  assert len(keys) == len(set(keys))
+
+
+def test_a_transient_failure_is_not_cached(tmp_path):
+  """A dead worker's result (transient) is logged and fed, but the architecture is
+  evaluated again when it is sampled again."""
+  config = test_resume.resume_config()
+  config.search.max_layers = 1  # few architectures: each is sampled many times
+  calls = []
+
+  def flaky(block):
+    calls.append(block.canonical_hash())
+    if calls.count(block.canonical_hash()) == 1:
+      return {'accuracy': 0.0, 'status': 'failed', 'reason': 'worker died', 'transient': True}
+    return 0.5
+
+  search.run_search(config, str(tmp_path), flaky)
+  records = results.read_results(str(tmp_path))
+  transient = {r['hash'] for r in records if r.get('transient')}
+  samples = [r['hash'] for r in records]
+  assert transient and any(samples.count(key) > 1 for key in transient)
+  for key in transient:
+    assert calls.count(key) == min(2, samples.count(key))
+  _, search_state = checkpoint.SearchCheckpointer(str(tmp_path)).restore()
+  for key in transient:
+    if samples.count(key) > 1:
+      assert search_state['cache'][key]['status'] == 'ok'
+    else:
+      assert key not in search_state['cache']
+
+
+class Stoppable:
+  """Trains until asked to stop."""
+
+  def __init__(self):
+    self.started, self.stopped = threading.Event(), threading.Event()
+
+  def prepare(self, block):
+    return block
+
+  def run(self, block, should_stop):
+    self.started.set()
+    while not should_stop():
+      time.sleep(0.01)
+    self.stopped.set()
+    return 0.0
+
+
+def test_closing_the_local_executor_stops_a_training_child():
+  evaluator = Stoppable()
+  executor = executors.LocalExecutor(evaluator, children_per_device=1, compile_ahead=1)
+  executor.submit('a', nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]))
+  assert evaluator.started.wait(10)
+  assert executor.next_result(timeout=0.05) is None
+  executor.close()
+  assert evaluator.stopped.wait(10)
+
+
+SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
+
+
+@pytest.mark.parametrize('field, value, reason', [
+    ('batch_size', 6, 'ValueError: config.batch_size=6 must be a positive multiple of the 4'),
+    ('dataset', 'no_such_dataset', 'Unknown dataset'),
+])
+def test_evaluate_block_never_raises(field, value, reason):
+  config = test_resume.resume_config()
+  config.dataset = 'digits'
+  config.validation_examples = 300
+  config.compilation_cache_dir = ''
+  config[field] = value
+  result = train.evaluate_block(SMALL, config)
+  assert result['status'] == 'failed' and result['accuracy'] == 0.0
+  assert reason in result['reason'], result['reason']
+  assert np.isfinite(result['reward'])

@@ -1,0 +1,161 @@
+"""One writer per workdir, a clean stop on SIGTERM, and a damaged log named plainly.
+
+These run real driver processes, as a user or a cluster scheduler would.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from blockqnn_jax import results
+from blockqnn_jax import search
+from blockqnn_jax import workdir as workdir_lib
+from tests import test_resume
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, 'PYTHONPATH': ROOT}
+
+def start_driver(workdir, executor='local', seconds=0.05):
+  """tests/driver.py: the resume test's search, ``seconds`` per child."""
+  return subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'tests', 'driver.py'), str(workdir), executor,
+       str(seconds)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lines(process, workdir, lines, timeout=120):
+  log = workdir / 'results.jsonl'
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    assert process.poll() is None, process.communicate()
+    if log.exists() and log.read_text().count('\n') >= lines:
+      return
+    time.sleep(0.02)
+  raise TimeoutError(f'{log} did not reach {lines} lines')
+
+
+def test_a_second_driver_on_a_busy_workdir_exits_with_one_line(tmp_path):
+  workdir = tmp_path / 'work'
+  first = start_driver(workdir, seconds=0.5)
+  try:
+    wait_for_lines(first, workdir, 1)
+    second = subprocess.run(
+        [sys.executable, '-m', 'blockqnn_jax.main', '--config=configs/quickstart.py',
+         f'--workdir={workdir}'], cwd=ROOT, env=ENV, capture_output=True, text=True,
+        timeout=300)
+  finally:
+    first.kill()
+    first.wait()
+  assert second.returncode == 1
+  assert second.stderr.strip().splitlines() == [
+      f'error: {workdir} is in use by pid {first.pid} on {os.uname().nodename}: wait for it '
+      'to finish or stop it (a rerun resumes), or give another --workdir']
+  lines = (workdir / 'results.jsonl').read_text().splitlines()
+  assert len({json.loads(line)['index'] for line in lines}) == len(lines)
+
+
+def test_the_lock_does_not_survive_sigkill(tmp_path):
+  workdir = tmp_path / 'work'
+  process = start_driver(workdir, seconds=0.5)
+  wait_for_lines(process, workdir, 1)
+  with pytest.raises(workdir_lib.WorkdirBusyError, match=f'in use by pid {process.pid}'):
+    with workdir_lib.locked(str(workdir)):
+      pass
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  with workdir_lib.locked(str(workdir)):  # no stale lock to clean up
+    pass
+
+
+@pytest.mark.parametrize('executor', ['local', 'ray'])
+def test_sigterm_stops_cleanly_and_a_rerun_loses_nothing(tmp_path, executor,
+                                                         uninterrupted):
+  if executor == 'ray':
+    pytest.importorskip('ray', reason='Ray is optional: pip install -r requirements-ray.txt')
+  workdir = tmp_path / 'work'
+  process = start_driver(workdir, executor, seconds=0.2)
+  wait_for_lines(process, workdir, 8)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 143, stderr
+  for crash_sign in ('Traceback', 'Fatal Python error', 'Aborted', 'core dumped'):
+    assert crash_sign not in stderr, stderr
+  logged = results.read_results(str(workdir))
+  assert len(logged) >= 8
+  rerun = start_driver(workdir, executor, seconds=0.0)
+  _, stderr = rerun.communicate(timeout=300)
+  assert rerun.returncode == 0, stderr
+  test_resume.assert_same_outcome(test_resume.outcome(workdir), uninterrupted,
+                                  same_log_order=executor == 'local')
+  assert results.read_results(str(workdir))[:len(logged)] == logged  # nothing rewritten
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  search.run_search(test_resume.resume_config(), str(workdir),
+                    test_resume.CountingEvaluator())
+  return test_resume.outcome(workdir)
+
+
+def damage_line(path, number):
+  lines = path.read_text().splitlines(keepends=True)
+  lines[number - 1] = '{"codes": [[1, 1, 3, 0, 0]], "acc\n'
+  path.write_text(''.join(lines))
+
+
+def test_a_damaged_line_after_the_checkpoint_is_named_with_its_remedy(tmp_path):
+  with pytest.raises(test_resume.Crash):  # 6 per iteration: 2 checkpoints cover 12 lines
+    search.run_search(test_resume.resume_config(), str(tmp_path),
+                      test_resume.CountingEvaluator(crash_at=16))
+  damage_line(tmp_path / 'results.jsonl', 14)
+  with pytest.raises(results.DamagedLogError) as error:
+    search.run_search(test_resume.resume_config(), str(tmp_path),
+                      test_resume.CountingEvaluator())
+  assert str(error.value) == (
+      f'{tmp_path}/results.jsonl line 14 is damaged (not a JSON record): delete that line '
+      'and every line after it, then rerun: those children are evaluated again')
+  # The remedy works.
+  path = tmp_path / 'results.jsonl'
+  path.write_text(''.join(path.read_text().splitlines(keepends=True)[:13]))
+  search.run_search(test_resume.resume_config(), str(tmp_path),
+                    test_resume.CountingEvaluator())
+  assert len(results.read_results(str(tmp_path))) == 36
+
+
+def test_a_damaged_line_the_checkpoint_covers_asks_for_a_backup(tmp_path):
+  search.run_search(test_resume.resume_config(), str(tmp_path),
+                    test_resume.CountingEvaluator())
+  damage_line(tmp_path / 'results.jsonl', 3)
+  with pytest.raises(results.DamagedLogError, match=(
+      r'results.jsonl line 3 is damaged \(not a JSON record\): restore it from a backup '
+      r'\(the checkpoint covers the first 36 lines')):
+    search.run_search(test_resume.resume_config(), str(tmp_path),
+                      test_resume.CountingEvaluator())
+
+
+def digits_resume_config():
+  """resume_config on a dataset every machine has, for the CLI's start-up checks."""
+  config = test_resume.resume_config()
+  config.dataset = 'digits'
+  config.validation_examples = 300
+  return config
+
+
+def test_the_cli_names_a_damaged_line_in_one_line(tmp_path):
+  search.run_search(digits_resume_config(), str(tmp_path), test_resume.CountingEvaluator())
+  damage_line(tmp_path / 'results.jsonl', 3)
+  # The same config as the search, so that the workdir's config check passes.
+  config_file = tmp_path / 'resume_config.py'
+  config_file.write_text('from tests import test_workdir\n\n\ndef get_config():\n'
+                         '  return test_workdir.digits_resume_config()\n')
+  run = subprocess.run([sys.executable, '-m', 'blockqnn_jax.main', f'--config={config_file}',
+                        f'--workdir={tmp_path}'], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+  assert run.returncode == 1
+  assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+  assert run.stderr.startswith(f'error: {tmp_path}/results.jsonl line 3 is damaged')
