@@ -5,11 +5,12 @@ later and in any order (many blocks are evaluated at once); ``end_iteration()`` 
 memory and advances the epsilon schedule. The whole state (Q-values, replay memory,
 schedule position, RNG) round-trips exactly through ``state_dict``/``load_state_dict``.
 
-Exploration draws a layer *type* uniformly first, then a layer of that type uniformly. A
-flat draw over all legal actions (737 at depth 23) would end a block with odds of about
-1/700 per step, so almost every random block would hit the depth limit; type-first gives
-the terminal 1/7 per step, and blocks of the size the paper reports. Greedy ties (e.g. an
-unvisited state, all Q = q_init) are broken the same way.
+Exploration (``config.search.exploration``) is ``'type_first'`` by default: a layer *type*
+uniformly first, then a layer of that type uniformly, so the terminal has odds 1/7 per step
+and random blocks are about 7 layers deep. ``'uniform'`` draws uniformly over all legal
+actions, the usual reading of epsilon-greedy: the terminal is one of up to 737 actions (at
+depth 23), so random blocks are about 20 layers deep. Greedy ties (e.g. an unvisited
+state, all Q = q_init) are broken by the same draw among the tied actions.
 
 Reward shaping: every step before the last gets r_t = R / T, where MetaQNN gave 0. The
 last step (the terminal action) gets the full reward R, as in MetaQNN, by default
@@ -27,6 +28,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import search_space
 
 STRATEGIES = ('qlearning', 'random')
+EXPLORATIONS = ('type_first', 'uniform')
 TERMINAL_REWARDS = ('full', 'shaped')
 
 
@@ -39,6 +41,10 @@ class Strategy:
     self.max_layers = int(search_config.max_layers)
     self.schedule = [(float(eps), int(n)) for eps, n in search_config.epsilon_schedule]
     self.blocks_per_iteration = int(search_config.blocks_per_iteration)
+    self.exploration = search_config.exploration
+    if self.exploration not in EXPLORATIONS:
+      raise ValueError(f'config.search.exploration={self.exploration!r} is unknown, '
+                       f'allowed {EXPLORATIONS}')
     self.iteration = 0
     self.rng = np.random.default_rng(seed)
 
@@ -78,8 +84,12 @@ class Strategy:
 
   def _explore(self, actions: search_space.ActionSet,
                candidates: np.ndarray | None = None) -> int:
-    """A uniform type among the candidates' types (all actions by default), then a uniform
-    candidate of that type."""
+    """One of the candidates (all actions by default): uniformly (``'uniform'``), or a
+    uniform type among the candidates' types, then a uniform candidate of that type."""
+    if self.exploration == 'uniform':
+      if candidates is None:
+        return int(self.rng.integers(len(actions)))
+      return int(candidates[self.rng.integers(len(candidates))])
     if candidates is None:
       groups = actions.by_type
     else:

@@ -132,6 +132,7 @@ def check_config(config) -> None:
   _check_number(config, 'search.q_init', -1e9, 1e9)
   _check_int(config, 'search.replay_samples', 0)
   _check_choice(config, 'search.terminal_reward', agent.TERMINAL_REWARDS)
+  _check_choice(config, 'search.exploration', agent.EXPLORATIONS)
   _check_number(config, 'reward.flops_weight', 0.0, 1e9)
   _check_number(config, 'reward.density_weight', 0.0, 1e9)
   _check_int(config, 'early_stop.epochs', 1)

@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = 'checkpoints'
+_NO_ARRAYS = 'no_arrays'
 
 
 class SearchCheckpointer:
@@ -46,6 +47,8 @@ class SearchCheckpointer:
     meta = restored['meta']
     arrays = {}
     for key, value in restored['arrays'].items():
+      if key not in meta['shapes']:  # the stand-in for an agent without arrays
+        continue
       value, shape = np.asarray(value), meta['shapes'][key]
       arrays[key] = value.reshape(shape) if value.size == np.prod(shape) else np.zeros(
           shape, value.dtype)
@@ -56,6 +59,8 @@ class SearchCheckpointer:
 
 
 def _non_empty(arrays: dict) -> dict:
-  """Orbax does not store zero-size arrays: a dummy element stands in (the shape is in
-  the JSON item)."""
-  return {k: v if v.size else np.zeros(1, v.dtype) for k, v in arrays.items()}
+  """Orbax stores neither zero-size arrays nor an empty item: a dummy element stands in
+  for the first (the shape is in the JSON item), a dummy array for the second (random
+  search has no arrays)."""
+  stored = {k: v if v.size else np.zeros(1, v.dtype) for k, v in arrays.items()}
+  return stored or {_NO_ARRAYS: np.zeros(1)}

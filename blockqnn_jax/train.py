@@ -145,7 +145,8 @@ def cross_entropy(logits, labels):
 
 
 def early_stop_optimizer(early_stop_config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam at 1e-3, multiplied by 0.2 every 5 epochs (the paper's early-stop recipe)."""
+  """Adam at 1e-3, multiplied by 0.2 every 5 epochs: the early-stop recipe reported for
+  the paper (unconfirmed; configs/default.py)."""
   schedule = optax.exponential_decay(
       early_stop_config.learning_rate,
       transition_steps=early_stop_config.lr_decay_epochs * steps_per_epoch,

@@ -154,3 +154,46 @@ def test_state_round_trip_gives_the_same_future(name, tmp_path):
 def test_unknown_strategy_is_a_clear_error():
   with pytest.raises(ValueError, match="strategy='evolution' is unknown"):
     agent.make_strategy(search_config('evolution'), 0)
+
+
+def expected_depth(stop_odds) -> float:
+  """Mean depth of a block whose draw at layer index i (2..) ends it with stop_odds(i);
+  index max_layers + 1 always ends it. E[depth] = sum over d of P(depth >= d)."""
+  mean, survive = 0.0, 1.0
+  for depth in range(1, 24):  # depth >= 1 always; depth >= d+1 needs no stop at d+1
+    mean += survive
+    survive *= 1 - stop_odds(depth + 1)
+  return mean
+
+
+# Independently of search_space: at index i there are i earlier layers, so 8 i single-input
+# layers (conv 1/3/5, max 1/3, avg 1/3, identity), i (i + 1) / 2 adds and as many concats,
+# and the terminal: 1 of 8 i + i (i + 1) + 1 actions, or 1 of the 7 types.
+UNIFORM_DEPTH = expected_depth(lambda i: 1 / (8 * i + i * (i + 1) + 1))
+TYPE_FIRST_DEPTH = expected_depth(lambda i: 1 / 7)
+
+
+@pytest.mark.parametrize('exploration, expected', [
+    ('type_first', TYPE_FIRST_DEPTH), ('uniform', UNIFORM_DEPTH)])
+@pytest.mark.parametrize('name, epsilon', [('random', 1.0), ('qlearning', 0.0)])
+def test_exploration_modes_give_their_depth_distribution(exploration, expected, name, epsilon):
+  # Random search explores every step; greedy Q-learning with nothing learned breaks the
+  # all-q_init ties of unvisited states with the same draw.
+  config = search_config(name, 23, exploration=exploration, epsilon_schedule=((epsilon, 1),))
+  strategy = agent.make_strategy(config, 5)
+  depths = np.array([len(strategy.propose()) for _ in range(1500)])
+  assert 6.7 < TYPE_FIRST_DEPTH < 6.9 and 19 < UNIFORM_DEPTH < 21
+  assert abs(depths.mean() - expected) < 4 * depths.std() / np.sqrt(len(depths))
+
+
+@pytest.mark.parametrize('exploration, conv_share', [('type_first', 1 / 6), ('uniform', 3 / 10)])
+def test_greedy_ties_among_visited_actions_use_the_exploration_draw(exploration, conv_share):
+  # The first layer has 10 actions: 3 convs, 2 max and 2 average poolings, identity, add
+  # and concat (6 types). All tied at a visited state: a conv is 3/10 of a uniform draw
+  # and 1/6 of a type-first one.
+  config = search_config(exploration=exploration, epsilon_schedule=((0.0, 1),))
+  strategy = agent.make_strategy(config, 9)
+  strategy.q[search_space.START] = np.full(10, 0.7)
+  firsts = [strategy.propose().layers[0].type for _ in range(3000)]
+  share = np.mean(np.array(firsts) == nsc.CONV)
+  assert abs(share - conv_share) < 4 * np.sqrt(conv_share * (1 - conv_share) / len(firsts))

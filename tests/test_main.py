@@ -34,6 +34,8 @@ def tiny_search_config():
     ('early_stop.patience', -1, 'config.early_stop.patience=-1 is not allowed: an integer >= 0'),
     ('dataset', 'no_such_dataset', "config.dataset='no_such_dataset': Unknown dataset"),
     ('search.strategy', 'evolution', "config.search.strategy='evolution' is not allowed"),
+    ('search.exploration', 'flat', "config.search.exploration='flat' is not allowed: one of "
+     "('type_first', 'uniform')"),
     ('executor', 'slurm', "config.executor='slurm' is not allowed: one of ('local', 'ray')"),
     ('early_stop.epochs', -1, 'config.early_stop.epochs=-1 is not allowed: an integer >= 1'),
     ('search.epsilon_schedule', ((1.5, 3),), 'epsilon 1.5 must be in [0, 1]'),
@@ -73,6 +75,8 @@ def test_config_variants_load():
   smoke = cifar10.get_config('smoke')
   assert smoke.early_stop.epochs == 1 and cifar10.get_config().early_stop.epochs == 12
   assert cifar100.get_config().dataset == 'cifar100'
+  assert cifar10.get_config('smoke').to_dict() == {**cifar100.get_config('smoke').to_dict(),
+                                                    'dataset': 'cifar10'}
   assert quickstart.get_config().dataset == 'digits'
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     cifar10.get_config('huge')

@@ -98,3 +98,15 @@ def test_qlearning_beats_random_search_on_a_known_landscape():
     baseline = [r for _, r in search_rewards('random', seed)][-len(late):]
     margins.append(np.mean(late) - np.mean(baseline))
   assert min(margins) > 0.2, margins
+
+
+def test_random_search_checkpoints_and_resumes(tmp_path):
+  # Random search's agent state has no arrays, which Orbax alone would refuse to save.
+  first = search.run_search(small_config('random'), str(tmp_path), surrogate.synthetic_accuracy)
+  assert len(read_results(tmp_path)) == 4 * 8
+
+  def must_not_train(block):
+    raise AssertionError(f'{block} trained again after the search finished')
+
+  again = search.run_search(small_config('random'), str(tmp_path), must_not_train)
+  assert again['best_codes'] == first['best_codes'] and len(read_results(tmp_path)) == 32

@@ -1,0 +1,2 @@
+"""Scripts that measure the implementation against the paper; a package so tests can
+import their pieces."""

@@ -1,0 +1,107 @@
+"""The pieces of the paper-reproduction experiments, on hand-made data (no training), and
+their figures drawn headless."""
+
+from PIL import Image
+import pytest
+
+from blockqnn_jax import nsc
+from configs import default
+from configs import quickstart
+from experiments import rank_agreement
+from experiments import search_curves
+
+
+def record(iteration, accuracy, block_hash='h'):
+  return {'iteration': iteration, 'accuracy': accuracy, 'hash': block_hash}
+
+
+def test_iteration_stats_are_each_iterations_mean_and_top_k():
+  records = [record(1, 0.9), record(0, 0.2), record(0, 0.8), record(1, 0.1), record(0, 0.5)]
+  stats = search_curves.iteration_stats(records, top_k=2)
+  assert stats['iteration'] == [0, 1]
+  assert stats['mean'] == pytest.approx([0.5, 0.5])
+  assert stats['top_k'] == pytest.approx([0.65, 0.5])  # (0.8 + 0.5) / 2; (0.9 + 0.1) / 2
+  assert search_curves.iteration_stats(records, top_k=5)['top_k'] == pytest.approx([0.5, 0.5])
+
+
+def test_best_distinct_counts_each_architecture_once():
+  records = [record(0, 0.9, 'a'), record(1, 0.7, 'b'), record(2, 0.9, 'a'), record(2, 0.8, 'c')]
+  assert search_curves.best_distinct(records, 2) == [0.9, 0.8]
+
+
+def test_across_seeds_averages_each_iteration():
+  per_seed = [{'iteration': [0, 1], 'mean': [0.2, 0.4], 'top_k': [0.5, 0.9]},
+              {'iteration': [0, 1], 'mean': [0.4, 0.4], 'top_k': [0.7, 0.7]}]
+  summary = search_curves.across_seeds(per_seed)
+  assert summary['mean'] == pytest.approx([0.3, 0.4])
+  assert summary['mean_std'] == pytest.approx([0.1, 0.0])
+  assert summary['top_k'] == pytest.approx([0.6, 0.8])
+  assert summary['top_k_std'] == pytest.approx([0.1, 0.1])
+
+
+def test_epsilon_phases_start_where_the_schedule_says():
+  assert search_curves.epsilon_changes(((1.0, 3), (0.5, 2), (0.1, 1))) == [
+      (0, 1.0), (3, 0.5), (5, 0.1)]
+
+
+def test_q_vs_random_figure_is_drawn_headless(tmp_path):
+  stats = {'iteration': [0, 1, 2], 'mean': [0.4, 0.5, 0.6], 'mean_std': [0.0, 0.1, 0.1],
+           'top_k': [0.6, 0.7, 0.8], 'top_k_std': [0.1, 0.0, 0.1]}
+  summary = {'seeds': 2, 'qlearning': stats, 'random': stats}
+  path = tmp_path / 'q_vs_random.png'
+  search_curves.plot(summary, ((1.0, 2), (0.1, 1)), 5, str(path))
+  assert Image.open(path).size == (9 * 120, 5 * 120)
+
+
+CONV1, CONV3, CONV5 = ([[1, 1, k, 0, 0], [2, 7, 0, 0, 0]] for k in (1, 3, 5))
+
+
+def fake_measurements():
+  """Early-stop accuracy rises with the FLOPs and the long accuracy falls with them, so
+  the early accuracy ranks them backwards and a heavy FLOPs weight exactly right."""
+  return [
+      {'codes': CONV1, 'early_accuracy': 0.5, 'long_accuracy': 0.9, 'ok': True},
+      {'codes': CONV3, 'early_accuracy': 0.6, 'long_accuracy': 0.8, 'ok': True},
+      {'codes': CONV5, 'early_accuracy': 0.7, 'long_accuracy': 0.7, 'ok': True},
+      {'codes': CONV3, 'early_accuracy': 0.0, 'long_accuracy': 0.99, 'ok': False},
+  ]
+
+
+def test_correlations_over_the_reward_grid():
+  summary = rank_agreement.correlations(
+      fake_measurements(), mus=[0.0, 100.0], rhos=[0.0, 1.0], filters=32)
+  assert summary['blocks'] == 3  # the failed child is left out
+  assert summary['early_accuracy'] == {'spearman': pytest.approx(-1.0),
+                                       'kendall': pytest.approx(-1.0)}
+  # One-layer blocks have one density, so rho changes nothing; mu = 100 ranks by FLOPs.
+  assert summary['reward']['spearman'] == [[pytest.approx(-1.0)] * 2, [pytest.approx(1.0)] * 2]
+  assert summary['reward']['kendall'] == [[pytest.approx(-1.0)] * 2, [pytest.approx(1.0)] * 2]
+
+
+def test_early_stop_correlation_figure_is_drawn_headless(tmp_path):
+  records = fake_measurements()
+  summary = rank_agreement.correlations(records, [0.0, 0.1, 1.0], [0.0, 8.0], 32)
+  path = tmp_path / 'early_stop_correlation.png'
+  rank_agreement.plot(records, summary, str(path))
+  assert Image.open(path).size == (11 * 120, int(4.5 * 120))
+
+
+def test_the_long_recipe_stretches_epochs_and_decay():
+  config = quickstart.get_config()
+  stretched = rank_agreement.long_recipe(config, 4)
+  assert (stretched.early_stop.epochs, stretched.early_stop.lr_decay_epochs) == (
+      4 * config.early_stop.epochs, 4 * config.early_stop.lr_decay_epochs)
+  assert stretched.early_stop.learning_rate == config.early_stop.learning_rate
+  assert config.early_stop.epochs == quickstart.get_config().early_stop.epochs
+
+
+def test_sampled_blocks_are_distinct_and_seeded():
+  search_config = default.get_config().search
+  blocks = rank_agreement.sample_blocks(search_config, 20, seed=3)
+  assert len({b.canonical_hash() for b in blocks}) == 20
+  assert blocks == rank_agreement.sample_blocks(search_config, 20, seed=3)
+  assert all(isinstance(b, nsc.Block) for b in blocks)
+  search_config.max_layers = 1  # 10 one-layer blocks exist
+  with pytest.raises(ValueError, match='--k=11 is more distinct blocks than the space gave'):
+    rank_agreement.sample_blocks(search_config, 11, seed=0)
+
