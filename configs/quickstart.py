@@ -1,4 +1,4 @@
-"""A five-minute search on scikit-learn's bundled 8x8 digits: no download, 2 CPU cores.
+"""A three-minute search on scikit-learn's bundled 8x8 digits: no download, 2 CPU cores.
 
   python -m blockqnn_jax.main --config=configs/quickstart.py --workdir=/tmp/blockqnn_quickstart
 """
