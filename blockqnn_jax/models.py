@@ -32,17 +32,26 @@ BN_MOMENTUM = 0.9
 
 
 class ConvCell(nnx.Module):
-  """Pre-activation convolution: ReLU -> Conv -> BatchNorm (no ReLU for the stem)."""
+  """Pre-activation convolution: ReLU -> Conv -> BatchNorm (no ReLU for the stem).
+
+  The convolution computes in ``dtype``; the BatchNorm always in float32 (statistics,
+  running averages, scale and shift), its output cast back to ``dtype``. In evaluation
+  mode a bfloat16 BatchNorm would round the running mean and variance to 8 bits of
+  mantissa before ``x - mean``, shifting every activation of a channel whose mean is large
+  next to its spread by up to half a bfloat16 step of the mean.
+  """
 
   def __init__(self, in_features: int, out_features: int, kernel: int, *, strides: int = 1,
                activate: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     self.activate = activate
     self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=strides,
                          padding='SAME', use_bias=False, dtype=dtype, rngs=rngs)
-    self.norm = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, dtype=dtype, rngs=rngs)
+    self.norm = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, dtype=jnp.float32,
+                              rngs=rngs)
 
   def __call__(self, x):
-    return self.norm(self.conv(nnx.relu(x) if self.activate else x))
+    y = self.conv(nnx.relu(x) if self.activate else x)
+    return self.norm(y).astype(y.dtype)
 
 
 def _pad_channels(x, width: int):
@@ -127,7 +136,10 @@ class Network(nnx.Module):
           [BlockModule(block, width, dtype=dtype, rngs=rngs) for _ in range(repeats)]))
     self.transitions = nnx.List(transitions)
     self.stages = nnx.List(stages)
-    self.head = nnx.Linear(width, num_classes, dtype=dtype, rngs=rngs)
+    # Pooled features, logits and the loss in float32 whatever the compute dtype: a
+    # bfloat16 head rounds the logits to 8 bits and sums its bias gradient over the
+    # batch in bfloat16.
+    self.head = nnx.Linear(width, num_classes, dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, images):
     x = self.stem(images)
@@ -139,8 +151,8 @@ class Network(nnx.Module):
         x = self.transitions[stage - 1](x)
       for block in blocks:
         x = block(x)
-    x = jnp.mean(nnx.relu(x), axis=(1, 2))
-    return self.head(x).astype(jnp.float32)
+    x = jnp.mean(nnx.relu(x).astype(jnp.float32), axis=(1, 2))
+    return self.head(x)
 
 
 def build_network(block: nsc.Block, model_config, *, num_classes: int, in_channels: int,
