@@ -11,6 +11,7 @@ import jax
 
 from blockqnn_jax import agent
 from blockqnn_jax import data
+from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import models
@@ -109,8 +110,30 @@ def _check_final_training(config):
   _check_number(config, 'train.checkpoint_every_seconds', 0.0, 1e12)
 
 
+def check_distributed(config) -> None:
+  """The multi-host fields, checked before ``distributed.initialize`` touches a device."""
+  address = config.distributed.coordinator_address
+  if not isinstance(address, str):
+    _fail('distributed.coordinator_address', address, "'', 'auto' or host:port")
+  _check_int(config, 'distributed.num_processes', 1)
+  _check_int(config, 'distributed.process_id', 0)
+  if config.distributed.process_id >= config.distributed.num_processes:
+    _fail('distributed.process_id', config.distributed.process_id,
+          f'less than distributed.num_processes={config.distributed.num_processes}')
+  if not address and config.distributed.num_processes > 1:
+    _fail('distributed.coordinator_address', address, "host:port of process 0 (or 'auto') "
+          f'when distributed.num_processes={config.distributed.num_processes}')
+  if address and config.mode != 'transfer_imagenet':
+    _fail('distributed.coordinator_address', address, f"'' in mode={config.mode!r}: only "
+          "transfer_imagenet runs over several hosts (a search spreads with executor='ray')")
+  if address not in ('', distributed.AUTO) and (
+      address.count(':') != 1 or not address.rpartition(':')[2].isdigit()):
+    _fail('distributed.coordinator_address', address, "'', 'auto' or host:port")
+
+
 def check_config(config) -> None:
   """Raises ConfigError for the first field that is not allowed."""
+  check_distributed(config)
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'executor', executors.EXECUTORS)
   if config.executor == 'ray':

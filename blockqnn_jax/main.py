@@ -12,9 +12,11 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from blockqnn_jax import check_config
+from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import results
 from blockqnn_jax import search
@@ -52,12 +54,18 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
   workdir = _WORKDIR.value
   try:
+    check_config.check_distributed(config)
+    distributed.initialize(config.distributed)
+    if not distributed.is_main_process():
+      logging.set_verbosity(logging.WARNING)  # process 0 tells the story
     check_config.check_config(config)
     if config.mode in ('train', 'transfer_imagenet'):
       run = (train_final.train_and_evaluate if config.mode == 'train' else
              transfer.transfer_and_evaluate)
-      with workdir_lib.locked(workdir):
+      with workdir_lib.locked(workdir, jax.process_index()):
         summary = run(config, workdir)
+      if not distributed.is_main_process():
+        return
       scores = ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if 'accuracy' in k)
       print(f'{scores} after {summary["epochs"]} epochs; {summary["params"]:,} parameters; '
             f'trained model in {workdir} (blockqnn_jax.train_final.load_model)')

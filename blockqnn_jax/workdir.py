@@ -28,11 +28,12 @@ class ConfigMismatchError(ValueError):
 
 
 @contextlib.contextmanager
-def locked(workdir: str):
+def locked(workdir: str, process_index: int = 0):
   """Holds ``workdir``'s lock for the ``with`` body; raises WorkdirBusyError if another
-  process holds it."""
+  process holds it. The processes of one multi-host job each hold their own lock
+  (process 0 the usual one), so they share the workdir and exclude any other job."""
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
+  path = os.path.join(workdir, LOCK_FILE + (f'.{process_index}' if process_index else ''))
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
@@ -52,8 +53,9 @@ def locked(workdir: str):
 def check_config(config, workdir: str, allow_config_change: bool) -> None:
   """Records the config in ``workdir/config.json``; refuses a workdir made by another one.
 
-  Only ``executor``, ``children_per_device`` and the ``ray`` settings (how the work is
-  spread, not what is computed) may change between runs of one search.
+  Only ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the ``ray``
+  and ``distributed`` settings (how the work is spread, not what is computed) may change
+  between runs of one search.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   current = flatten(json.loads(config.to_json()))
@@ -72,7 +74,7 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
 
 def _may_change(key: str) -> bool:
   return key in ('executor', 'children_per_device', 'compilation_cache_dir') or (
-      key.startswith('ray.'))
+      key.startswith(('ray.', 'distributed.')))
 
 
 def flatten(tree: dict, prefix: str = '') -> dict:

@@ -167,4 +167,13 @@ def get_config():
   # 2.6x slower, and the medium reference block's loss became NaN at step 3 (see README,
   # Performance).
   config.dtype = 'float32'
+
+  # Several hosts as one job (mode='transfer_imagenet' only; a search spreads over hosts
+  # with Ray). coordinator_address '' = this host alone; 'auto' = read the cluster's
+  # environment (SLURM, Open MPI, ...); 'host:port' of process 0 with num_processes and
+  # this process's process_id = a job started by hand, one command per process.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ''
+  config.distributed.num_processes = 1
+  config.distributed.process_id = 0
   return config

@@ -49,6 +49,11 @@ def tiny_search_config():
     ('batch_size', 6, 'config.batch_size=6 is not allowed: a multiple of the 4 devices'),
     ('children_per_device', 0, 'config.children_per_device=0 is not allowed: an integer >= 1'),
     ('compile_ahead', -1, 'config.compile_ahead=-1 is not allowed: an integer >= 0'),
+    ('distributed.num_processes', 2, "config.distributed.coordinator_address='' is not "
+     "allowed: host:port of process 0 (or 'auto') when distributed.num_processes=2"),
+    ('distributed.coordinator_address', 'auto', "only transfer_imagenet runs over several "
+     'hosts'),
+    ('distributed.process_id', -1, 'config.distributed.process_id=-1 is not allowed'),
 ])
 def test_every_config_mistake_is_one_clear_line(field, value, message):
   config = tiny_search_config()
