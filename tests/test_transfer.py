@@ -61,6 +61,10 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
         transfer.transfer_and_evaluate, config, tmp_path / 'mid', monkeypatch,
         transfer.StreamingRunner, crash_after=4 + 2)
   assert whole['num_classes'] == 1000 and whole['image_shape'] == [32, 32, 3]
+  # config.transfer's recipe, not config.train's: epoch 1 is the warm-up, 4 steps from 0
+  # to 0.1 * 32 / 256, and the recipe is recorded.
+  assert whole['history'][0]['learning_rate'] == pytest.approx(0.1 * 32 / 256 * 3 / 4)
+  assert whole['recipe']['label_smoothing'] == 0.1 and whole['recipe']['batch_size'] == 32
   assert [h['epoch'] for h in whole['history']] == [1, 2]
   assert saves == [4]  # 128 images / 32 per batch
   assert parts['top1_accuracy'] == whole['top1_accuracy']
