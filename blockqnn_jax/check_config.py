@@ -21,6 +21,8 @@ from blockqnn_jax import train_final
 from blockqnn_jax import transfer
 
 MODES = ('search', 'train', 'transfer_imagenet')
+# The config block holding the training recipe of each mode that trains a found block.
+RECIPES = {'train': 'train', 'transfer_imagenet': 'transfer'}
 
 
 class ConfigError(ValueError):
@@ -82,6 +84,12 @@ def _check_ray(config):
   _check_int(config, 'ray.max_retries', 0)
 
 
+def _check_bool(config, field: str):
+  value = _get(config, field)
+  if not isinstance(value, bool):
+    _fail(field, value, 'True or False')
+
+
 def _check_batch_split(config, field: str):
   """The batch is split over this process's devices (Ray workers check their own)."""
   devices = len(jax.devices())
@@ -93,21 +101,42 @@ def _check_final_training(config):
   if not config.block:
     _fail('block', config.block, 'the block to train: a best_block.json, a search workdir '
           'or inline codes')
-  _check_int(config, 'train.filters', 1)
-  _check_int(config, 'train.repeats', 1)
-  _check_int(config, 'train.epochs', 1)
-  _check_int(config, 'train.batch_size', 1)
-  _check_number(config, 'train.learning_rate', 0.0, 1e9)
-  _check_number(config, 'train.momentum', 0.0, 1.0)
-  _check_number(config, 'train.weight_decay', 0.0, 1e9)
-  _check_choice(config, 'train.schedule', train_final.SCHEDULES)
-  _check_number(config, 'train.lr_step_factor', 0.0, 1.0)
-  for epoch in config.train.lr_steps:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
-      _fail('train.lr_steps', config.train.lr_steps, 'epochs (integers >= 1)')
-  _check_int(config, 'train.cutout', 0)
-  _check_int(config, 'train.eval_every_epochs', 1)
-  _check_number(config, 'train.checkpoint_every_seconds', 0.0, 1e12)
+  _check_recipe(config, RECIPES[config.mode])
+
+
+def _check_recipe(config, name: str):
+  """The recipe block ``name`` (config.train or config.transfer)."""
+  recipe = config[name]
+  _check_int(config, f'{name}.filters', 1)
+  _check_int(config, f'{name}.repeats', 1)
+  _check_int(config, f'{name}.epochs', 1)
+  _check_int(config, f'{name}.batch_size', 1)
+  _check_batch_split(config, f'{name}.batch_size')
+  for field in ('learning_rate', 'learning_rate_per_256'):  # config.train's, config.transfer's
+    if field in recipe:
+      _check_number(config, f'{name}.{field}', 0.0, 1e9)
+  _check_int(config, f'{name}.warmup_epochs', 0)
+  if recipe.warmup_epochs >= recipe.epochs:
+    _fail(f'{name}.warmup_epochs', recipe.warmup_epochs,
+          f'fewer than the {recipe.epochs} epochs of {name}.epochs')
+  _check_number(config, f'{name}.momentum', 0.0, 1.0)
+  _check_bool(config, f'{name}.nesterov')
+  _check_number(config, f'{name}.weight_decay', 0.0, 1e9)
+  _check_bool(config, f'{name}.decay_norm_and_bias')
+  smoothing = recipe.label_smoothing
+  if (isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real)
+      or not 0 <= smoothing < 1):
+    _fail(f'{name}.label_smoothing', smoothing, 'a number in [0, 1)')
+  _check_choice(config, f'{name}.schedule', train_final.SCHEDULES)
+  _check_number(config, f'{name}.lr_step_factor', 0.0, 1.0)
+  for epoch in recipe.lr_steps:
+    if (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral)
+        or epoch <= recipe.warmup_epochs):
+      _fail(f'{name}.lr_steps', recipe.lr_steps,
+            f'epochs after the warm-up (integers >= {recipe.warmup_epochs + 1})')
+  _check_int(config, f'{name}.cutout', 0)
+  _check_int(config, f'{name}.eval_every_epochs', 1)
+  _check_number(config, f'{name}.checkpoint_every_seconds', 0.0, 1e12)
 
 
 def check_distributed(config) -> None:
@@ -170,8 +199,8 @@ def check_config(config) -> None:
   _check_int(config, 'validation_examples', 1)
   _check_int(config, 'max_train_examples', 0)
   _check_choice(config, 'dtype', train.DTYPES)
-  if config.executor == 'local' or config.mode != 'search':
-    _check_batch_split(config, 'batch_size' if config.mode == 'search' else 'train.batch_size')
+  if config.executor == 'local' and config.mode == 'search':
+    _check_batch_split(config, 'batch_size')
   if config.mode != 'search':
     _check_final_training(config)
   if config.block:

@@ -140,8 +140,13 @@ def preprocess(images, mean, std, dtype):
   return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Mean cross-entropy against the labels, or against one-hot labels smoothed by
+  ``label_smoothing`` (each wrong class gets label_smoothing / classes)."""
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def early_stop_optimizer(early_stop_config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -159,9 +164,10 @@ class Trainer:
 
   def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
                data: DeviceData | None, mesh: jax.sharding.Mesh, batch_size: int, dtype,
-               augment: Callable = data_lib.augment):
+               augment: Callable = data_lib.augment, label_smoothing: float = 0.0):
     """``data`` is the in-memory dataset; None for a streamed one, which feeds batches to
-    ``update`` and ``hits`` itself."""
+    ``update`` and ``hits`` itself. ``label_smoothing`` is the final recipes'; the
+    search's children train without it."""
     model.train()
     self.train_graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -171,7 +177,7 @@ class Trainer:
         {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)},
         replicated)
     self.tx, self.data, self.mesh, self.dtype, self.augment = tx, data, mesh, dtype, augment
-    self.batch_size = batch_size
+    self.batch_size, self.label_smoothing = batch_size, label_smoothing
     self.batch_sharding = NamedSharding(mesh, P('data'))
     if data is None:
       return
@@ -201,7 +207,7 @@ class Trainer:
 
     def loss_fn(params, batch_stats):
       model = nnx.merge(self.train_graph, params, batch_stats, copy=True)
-      loss = cross_entropy(model(images), labels)
+      loss = cross_entropy(model(images), labels, self.label_smoothing)
       return loss, nnx.state(model, nnx.BatchStat)
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(

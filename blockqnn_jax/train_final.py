@@ -6,8 +6,11 @@
 The block comes from ``config.block`` (a best_block.json, a search workdir or inline codes)
 and is stacked into the template ``config.model.template`` with ``config.train.filters``
 and ``config.train.repeats``. The recipe is ``config.train``: SGD with momentum, weight
-decay, step or cosine learning-rate schedule, random crop + flip (+ cutout). Every training
-image is used; the test split is evaluated (never during the search, only here).
+decay, step or cosine learning-rate schedule, random crop + flip (+ cutout). The same
+functions serve ``config.transfer``, the ImageNet recipe of ``transfer.py``, which adds a
+warm-up, Nesterov momentum, label smoothing and no decay of BatchNorm parameters and
+biases. Every training image is used; the test split is evaluated (never during the search,
+only here).
 
 The training state (parameters, batch statistics, optimizer state) is checkpointed with
 Orbax after every epoch and every ``checkpoint_every_seconds``, with the position in the
@@ -41,38 +44,70 @@ SCHEDULES = ('steps', 'cosine')
 FINAL_FILE = 'final.json'
 
 
-def learning_rate_schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
-  """The final recipe's learning rate per step: steps at ``lr_steps``, or a cosine."""
-  if train_config.schedule == 'cosine':
-    return optax.cosine_decay_schedule(
-        train_config.learning_rate, train_config.epochs * steps_per_epoch)
-  return optax.piecewise_constant_schedule(
-      train_config.learning_rate,
-      {epoch * steps_per_epoch: train_config.lr_step_factor
-       for epoch in train_config.lr_steps})
+def peak_learning_rate(recipe) -> float:
+  """The rate the schedule starts from (after any warm-up). The CIFAR recipe gives it as
+  reported (``learning_rate``); the ImageNet recipe scales ``learning_rate_per_256`` with
+  the batch (Goyal et al. 2017's linear scaling rule)."""
+  if 'learning_rate_per_256' in recipe:
+    return recipe.learning_rate_per_256 * recipe.batch_size / 256
+  return recipe.learning_rate
 
 
-def sgd_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with momentum and weight decay (the final recipe)."""
+def learning_rate_schedule(recipe, steps_per_epoch: int) -> optax.Schedule:
+  """A recipe's learning rate per step: a linear warm-up from 0 over ``warmup_epochs``,
+  then steps at ``lr_steps`` (epochs counted from the start) or a cosine to 0 at the end."""
+  peak = peak_learning_rate(recipe)
+  warmup_steps = recipe.warmup_epochs * steps_per_epoch
+  if recipe.schedule == 'cosine':
+    decay = optax.cosine_decay_schedule(
+        peak, (recipe.epochs - recipe.warmup_epochs) * steps_per_epoch)
+  else:
+    decay = optax.piecewise_constant_schedule(
+        peak, {epoch * steps_per_epoch - warmup_steps: recipe.lr_step_factor
+               for epoch in recipe.lr_steps})
+  if not warmup_steps:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
+
+
+def _parameter_name(path) -> str:
+  """'kernel', 'bias', 'scale': the last dictionary key of an nnx parameter's path."""
+  return [key.key for key in path if isinstance(key, jax.tree_util.DictKey)][-1]
+
+
+def kernel_mask(params):
+  """True for the convolution and linear kernels, False for biases and BatchNorm scales:
+  the parameters weight decay applies to when ``decay_norm_and_bias`` is off."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _parameter_name(path) == 'kernel', params)
+
+
+def sgd_optimizer(recipe, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum and weight decay, on every parameter or on the kernels
+  only (``decay_norm_and_bias``)."""
+  mask = None if recipe.decay_norm_and_bias else kernel_mask
   return optax.chain(
-      optax.add_decayed_weights(train_config.weight_decay),
-      optax.sgd(schedule, momentum=train_config.momentum))
+      optax.add_decayed_weights(recipe.weight_decay, mask=mask),
+      optax.sgd(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov))
 
 
-def final_model_config(config):
+def final_model_config(config, recipe):
+  """``config.model`` with the width and depth of ``recipe`` (config.train or
+  config.transfer)."""
   model_config = config.model.copy_and_resolve_references()
-  model_config.filters = config.train.filters
-  model_config.repeats = config.train.repeats
+  model_config.filters = recipe.filters
+  model_config.repeats = recipe.repeats
   return model_config
 
 
-def augmenter(train_config):
-  """Crop + flip, with cutout when `train_config.cutout` is set."""
-  if not train_config.cutout:
+def augmenter(recipe):
+  """Crop + flip, with cutout when `recipe.cutout` is set."""
+  if not recipe.cutout:
     return data_lib.augment
   def augment(rng, images):
     crop_rng, cutout_rng = jax.random.split(rng)
-    return data_lib.cutout(cutout_rng, data_lib.augment(crop_rng, images), train_config.cutout)
+    return data_lib.cutout(cutout_rng, data_lib.augment(crop_rng, images), recipe.cutout)
   return augment
 
 
@@ -101,10 +136,10 @@ class InMemoryRunner:
     return {'test_accuracy': self.trainer.accuracy()}
 
 
-def fit(runner, config, workdir: str, schedule) -> list[dict]:
-  """Trains ``runner.trainer`` for ``config.train.epochs`` with checkpoints and resume;
+def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
+  """Trains ``runner.trainer`` for ``recipe.epochs`` with checkpoints and resume;
   returns the per-epoch history (loss, learning rate, evaluation metrics)."""
-  final, trainer, steps_per_epoch = config.train, runner.trainer, runner.steps_per_epoch
+  trainer, steps_per_epoch = runner.trainer, runner.steps_per_epoch
   manager = _checkpoint_manager(workdir)
   epoch, step, history, epoch_losses = 0, 0, [], []
   if manager.latest_step() is not None:
@@ -129,28 +164,28 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
   writer = SummaryWriter(workdir)
   rng = jax.random.key(config.seed)
   last_save = time.time()
-  while epoch < final.epochs:
+  while epoch < recipe.epochs:
     epoch_rng = jax.random.fold_in(rng, epoch)
     runner.start_epoch(epoch, epoch_rng, step)
     losses, epoch_losses = epoch_losses, []
     while step < steps_per_epoch:
       losses.append(runner.step(step, epoch_rng))
       step += 1
-      if time.time() - last_save > final.checkpoint_every_seconds and step < steps_per_epoch:
+      if time.time() - last_save > recipe.checkpoint_every_seconds and step < steps_per_epoch:
         save(epoch, step, losses)
         last_save = time.time()
     entry = {'epoch': epoch + 1,
              'learning_rate': float(schedule((epoch + 1) * steps_per_epoch - 1))}
     if losses:
       entry['loss'] = float(jnp.mean(jnp.stack(losses)))
-    if (epoch + 1) % final.eval_every_epochs == 0 or epoch + 1 == final.epochs:
+    if (epoch + 1) % recipe.eval_every_epochs == 0 or epoch + 1 == recipe.epochs:
       entry.update(runner.evaluate())
     history.append(entry)
     for key, value in entry.items():
       if key != 'epoch':
         writer.add_scalar(f'train/{key}', value, epoch + 1)
     writer.flush()
-    logging.info('epoch %d/%d: %s', epoch + 1, final.epochs, entry)
+    logging.info('epoch %d/%d: %s', epoch + 1, recipe.epochs, entry)
     epoch, step = epoch + 1, 0
     save(epoch, step, [])
     last_save = time.time()
@@ -159,58 +194,60 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
   return history
 
 
-def write_summary(workdir: str, config, block, model, model_config, history, *,
+def write_summary(workdir: str, config, recipe, block, model, model_config, history, *,
                   num_classes: int, image_shape, mean, std) -> dict:
-  """``final.json``: the scores, the history, and what ``load_model`` needs."""
+  """``final.json``: the scores, the history, the recipe trained with, and what
+  ``load_model`` needs."""
   summary = {
       'codes': block.to_codes(), **{k: v for k, v in history[-1].items() if 'accuracy' in k},
-      'epochs': config.train.epochs, 'params': models.count_params(model),
+      'epochs': recipe.epochs, 'params': models.count_params(model),
       'flops': models.network_flops(block, model_config, image_shape=image_shape,
                                     num_classes=num_classes),
       'num_classes': num_classes, 'image_shape': list(image_shape),
       'mean': np.asarray(mean).tolist(), 'std': np.asarray(std).tolist(),
-      'model': model_config.to_dict(), 'train': config.train.to_dict(),
+      'model': model_config.to_dict(), 'recipe': recipe.to_dict(),
       'dtype': config.dtype, 'history': history,
   }
   files.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
   return summary
 
 
-def build_trainer(config, block, model_config, mesh, data, *, num_classes: int,
+def build_trainer(config, recipe, block, model_config, mesh, data, *, num_classes: int,
                   channels: int, steps_per_epoch: int):
-  """The network around ``block`` and its trainer with the ``config.train`` recipe;
-  returns (model, trainer, learning-rate schedule)."""
+  """The network around ``block`` and its trainer with ``recipe`` (config.train or
+  config.transfer); returns (model, trainer, learning-rate schedule)."""
   dtype = train.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
-  schedule = learning_rate_schedule(config.train, steps_per_epoch)
-  tx = sgd_optimizer(config.train, schedule)
-  trainer = train.Trainer(model, tx, data, mesh, config.train.batch_size, dtype,
-                          augment=augmenter(config.train))
+  schedule = learning_rate_schedule(recipe, steps_per_epoch)
+  tx = sgd_optimizer(recipe, schedule)
+  trainer = train.Trainer(model, tx, data, mesh, recipe.batch_size, dtype,
+                          augment=augmenter(recipe), label_smoothing=recipe.label_smoothing)
   return model, trainer, schedule
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the block of ``config.block`` in full; returns the final scores."""
   os.makedirs(workdir, exist_ok=True)
-  final = config.train
+  recipe = config.train
   block = files.load_block(config.block, config.search.max_layers)
   mesh = train.make_mesh()
-  train.check_batch_size(final.batch_size, mesh)
-  data = train.device_data(config, mesh, batch_size=final.batch_size, final=True)
-  model_config = final_model_config(config)
+  train.check_batch_size(recipe.batch_size, mesh)
+  data = train.device_data(config, mesh, batch_size=recipe.batch_size, final=True)
+  model_config = final_model_config(config, recipe)
   model, trainer, schedule = build_trainer(
-      config, block, model_config, mesh, data,
+      config, recipe, block, model_config, mesh, data,
       num_classes=data.num_classes, channels=data.image_shape[-1],
-      steps_per_epoch=len(data.train_labels) // final.batch_size)
-  history = fit(InMemoryRunner(trainer), config, workdir, schedule)
-  return write_summary(workdir, config, block, model, model_config, history,
+      steps_per_epoch=len(data.train_labels) // recipe.batch_size)
+  history = fit(InMemoryRunner(trainer), config, recipe, workdir, schedule)
+  return write_summary(workdir, config, recipe, block, model, model_config, history,
                        num_classes=data.num_classes, image_shape=data.image_shape,
                        mean=data.mean, std=data.std)
 
 
 def load_model(workdir: str) -> tuple[nnx.Module, dict]:
-  """The trained network of a ``mode=train`` workdir, in inference mode, and its summary."""
+  """The trained network of a ``mode=train`` or ``mode=transfer_imagenet`` workdir, in
+  inference mode, and its summary."""
   with open(os.path.join(workdir, FINAL_FILE)) as f:
     summary = json.load(f)
   block = files.load_block(json.dumps(summary['codes']))
@@ -219,8 +256,8 @@ def load_model(workdir: str) -> tuple[nnx.Module, dict]:
       in_channels=summary['image_shape'][-1], dtype=jnp.dtype(summary['dtype']))
   model.train()  # the checkpoint holds the state as split in training mode
   graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
-  train_config = ml_collections.ConfigDict(summary['train'])
-  tx = sgd_optimizer(train_config, learning_rate_schedule(train_config, 1))
+  recipe = ml_collections.ConfigDict(summary['recipe'])
+  tx = sgd_optimizer(recipe, learning_rate_schedule(recipe, 1))
   template = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)}
   manager = _checkpoint_manager(workdir)
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(

@@ -3,8 +3,9 @@
   python -m blockqnn_jax.main --config=configs/cifar10.py --config.mode=transfer_imagenet \
       --config.block=SEARCH_WORKDIR --config.dataset=imagenet_resized/64x64 --workdir=DIR
 
-The block is stacked into the ImageNet template (strided stem, four stages) and trained
-with the ``config.train`` recipe, checkpoints and resume of ``train_final.fit``, reporting
+The block is stacked into the ImageNet template (strided stem, four stages) with
+``config.transfer.filters`` and ``config.transfer.repeats`` and trained with the
+``config.transfer`` recipe, checkpoints and resume of ``train_final.fit``, reporting
 top-1 and top-5 accuracy on the dataset's validation split (its test split if it has none).
 ``config.dataset`` is a TFDS name (``imagenet2012``, ``imagenet_resized/32x32``, any image
 classification dataset) or the directory of a prepared TFDS dataset (read with
@@ -167,7 +168,7 @@ class StreamingRunner:
 def transfer_and_evaluate(config, workdir: str) -> dict:
   """Trains the block of ``config.block`` in the ImageNet template; returns the scores."""
   os.makedirs(workdir, exist_ok=True)
-  final = config.train
+  final = config.transfer
   block = files.load_block(config.block, config.search.max_layers)
   mesh = train.make_mesh()
   train.check_batch_size(final.batch_size, mesh)
@@ -179,17 +180,17 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   eval_pipeline = StreamingPipeline(sources['eval'], final.batch_size, size, mesh,
                                     shuffle=False, limit=config.transfer.max_eval_examples)
   if train_pipeline.steps_per_epoch == 0:
-    raise ValueError(f'train.batch_size={final.batch_size} is larger than the '
+    raise ValueError(f'transfer.batch_size={final.batch_size} is larger than the '
                      f'{train_pipeline.count} training images')
   mean, std = channel_statistics(train_pipeline)
   channels = len(mean)
-  model_config = train_final.final_model_config(config)
+  model_config = train_final.final_model_config(config, final)
   model_config.template = 'imagenet'
   model, trainer, schedule = train_final.build_trainer(
-      config, block, model_config, mesh, None, num_classes=num_classes, channels=channels,
-      steps_per_epoch=train_pipeline.steps_per_epoch)
+      config, final, block, model_config, mesh, None, num_classes=num_classes,
+      channels=channels, steps_per_epoch=train_pipeline.steps_per_epoch)
   runner = StreamingRunner(trainer, train_pipeline, eval_pipeline, mean, std)
-  history = train_final.fit(runner, config, workdir, schedule)
+  history = train_final.fit(runner, config, final, workdir, schedule)
   return train_final.write_summary(
-      workdir, config, block, model, model_config, history, num_classes=num_classes,
+      workdir, config, final, block, model, model_config, history, num_classes=num_classes,
       image_shape=(size, size, channels), mean=mean, std=std)

@@ -33,6 +33,7 @@ def get_config(variant: str = ''):
     config.train.lr_steps = (1,)
     config.transfer.image_size = 32
     config.transfer.max_eval_examples = 512
+    config.transfer.update(filters=8, repeats=1, epochs=2, warmup_epochs=1, batch_size=128)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of the CIFAR configs, allowed: 'smoke'")
   return config

@@ -42,7 +42,8 @@ def mid_epoch_interrupt_then_resume(run, config, workdir, monkeypatch, runner_cl
   (the global step of every training step the resumed run took).
   """
   interrupted = config.copy_and_resolve_references()
-  interrupted.train.checkpoint_every_seconds = 0
+  for recipe in (interrupted.train, interrupted.transfer):  # whichever the mode trains with
+    recipe.checkpoint_every_seconds = 0
   save, start_epoch, step = ocp.CheckpointManager.save, runner_class.start_epoch, runner_class.step
   out = {'saved': [], 'starts': [], 'steps': [], 'steps_per_epoch': None}
 

@@ -32,7 +32,7 @@ def transfer_config(dataset='imagenet2012'):
   config.transfer.image_size = 32
   config.transfer.max_eval_examples = 64
   config.max_train_examples = 128
-  config.train.update(batch_size=32, epochs=2, lr_steps=(1,))
+  config.transfer.update(batch_size=32, epochs=2, warmup_epochs=1)
   return config
 
 
@@ -61,6 +61,10 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
         transfer.transfer_and_evaluate, config, tmp_path / 'mid', monkeypatch,
         transfer.StreamingRunner, crash_after=4 + 2)
   assert whole['num_classes'] == 1000 and whole['image_shape'] == [32, 32, 3]
+  # config.transfer's recipe, not config.train's: epoch 1 is the warm-up, 4 steps from 0
+  # to 0.1 * 32 / 256, and the recipe is recorded.
+  assert whole['history'][0]['learning_rate'] == pytest.approx(0.1 * 32 / 256 * 3 / 4)
+  assert whole['recipe']['label_smoothing'] == 0.1 and whole['recipe']['batch_size'] == 32
   assert [h['epoch'] for h in whole['history']] == [1, 2]
   assert saves == [4]  # 128 images / 32 per batch
   assert parts['top1_accuracy'] == whole['top1_accuracy']
@@ -81,11 +85,11 @@ def test_top1_and_top5_count_the_right_images():
   two batches, the second padded (its padding must not count)."""
   mesh = train.make_mesh()
   config = transfer_config()
-  model_config = train_final.final_model_config(config)
+  model_config = train_final.final_model_config(config, config.transfer)
   model_config.template = 'imagenet'
   model, trainer, _ = train_final.build_trainer(
-      config, nsc.Block.from_json(SMALL), model_config, mesh, None, num_classes=10,
-      channels=3, steps_per_epoch=1)
+      config, config.transfer, nsc.Block.from_json(SMALL), model_config, mesh, None,
+      num_classes=10, channels=3, steps_per_epoch=1)
   images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
   mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
   logits = np.asarray(model(train.preprocess(jnp.asarray(images), mean, std, jnp.float32)))

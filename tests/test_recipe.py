@@ -1,0 +1,207 @@
+"""The final-training recipes: learning rate, weight-decay mask, Nesterov, label smoothing,
+the CIFAR recipe unchanged, and their config checks."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from blockqnn_jax import check_config
+from blockqnn_jax import models
+from blockqnn_jax import nsc
+from blockqnn_jax import train
+from blockqnn_jax import train_final
+from configs import cifar10
+from configs import default
+
+SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
+STEPS_PER_EPOCH = 10
+
+
+def small_params():
+  """The parameters of a small ImageNet-template network, every one set to 1 (so weight
+  decay moves every parameter it applies to)."""
+  model_config = default.get_config().model
+  model_config.update(filters=4, repeats=1, template='imagenet')
+  model = models.build_network(nsc.Block.from_json(SMALL), model_config, num_classes=3,
+                               in_channels=3)
+  return jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+
+
+def updates_over_steps(tx, params, steps=3):
+  """The updates of ``tx`` over a few steps of fixed random gradients."""
+  leaves, tree = jax.tree.flatten(params)
+  rng = np.random.default_rng(0)
+  state, out = tx.init(params), []
+  for _ in range(steps):
+    grads = jax.tree.unflatten(tree, [jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+                                      for x in leaves])
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(jax.tree.leaves(updates))
+  return out
+
+
+def test_the_cifar_recipe_is_the_one_of_before():
+  """mode=train's defaults: the old schedule and the old optimizer, bit for bit."""
+  recipe = default.get_config().train
+  steps = jnp.arange(recipe.epochs * STEPS_PER_EPOCH + 1)
+  old_schedule = optax.piecewise_constant_schedule(
+      0.1, {150 * STEPS_PER_EPOCH: 0.1, 225 * STEPS_PER_EPOCH: 0.1})
+  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  np.testing.assert_array_equal(schedule(steps), old_schedule(steps))
+  old_tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(old_schedule, momentum=0.9))
+  params = small_params()
+  for new, old in zip(updates_over_steps(train_final.sgd_optimizer(recipe, schedule), params),
+                      updates_over_steps(old_tx, params)):
+    for a, b in zip(new, old):
+      np.testing.assert_array_equal(a, b)
+  recipe.schedule = 'cosine'
+  np.testing.assert_array_equal(
+      train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)(steps),
+      optax.cosine_decay_schedule(0.1, recipe.epochs * STEPS_PER_EPOCH)(steps))
+
+
+@pytest.mark.parametrize('batch_size, peak', [(256, 0.1), (512, 0.2), (64, 0.025)])
+def test_imagenet_warm_up_then_cosine_at_the_linearly_scaled_rate(batch_size, peak):
+  recipe = default.get_config().transfer
+  recipe.batch_size = batch_size
+  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  warmup, total = 5 * STEPS_PER_EPOCH, 90 * STEPS_PER_EPOCH
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(warmup // 2)) == pytest.approx(peak / 2)
+  assert float(schedule(warmup)) == pytest.approx(peak)
+  assert float(schedule((warmup + total) // 2)) == pytest.approx(peak / 2)  # cosine's middle
+  assert float(schedule(total)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_imagenet_steps_schedule_steps_at_its_epochs_after_the_warm_up():
+  recipe = default.get_config().transfer
+  recipe.schedule = 'steps'
+  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  expected = {5 * STEPS_PER_EPOCH: 0.1, 30 * STEPS_PER_EPOCH - 1: 0.1,
+              30 * STEPS_PER_EPOCH: 0.01, 60 * STEPS_PER_EPOCH: 0.001,
+              80 * STEPS_PER_EPOCH: 0.0001}
+  for step, rate in expected.items():
+    assert float(schedule(step)) == pytest.approx(rate), step
+
+
+def decayed(recipe) -> dict[str, bool]:
+  """For each parameter ('stem/norm/scale', ...): whether one step of zero gradients at a
+  learning rate of 1 moved it, i.e. whether weight decay applies to it."""
+  params = small_params()
+  tx = train_final.sgd_optimizer(recipe, optax.constant_schedule(1.0))
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  return {'/'.join(str(getattr(key, 'key', '')) for key in path).strip('/'): bool(
+      jnp.any(update != 0)) for path, update in jax.tree_util.tree_leaves_with_path(updates)}
+
+
+def test_imagenet_weight_decay_spares_batchnorm_and_biases():
+  moved = decayed(default.get_config().transfer)
+  kernels = {name for name in moved if name.endswith('kernel')}
+  assert {'stem/conv/kernel', 'head/kernel'} <= kernels
+  assert {'stem/norm/scale', 'stem/norm/bias', 'head/bias'} <= set(moved) - kernels
+  assert {name for name, was_moved in moved.items() if was_moved} == kernels
+
+
+def test_cifar_weight_decay_applies_to_every_parameter():
+  assert all(decayed(default.get_config().train).values())
+
+
+def test_imagenet_momentum_is_nesterov():
+  recipe = default.get_config().transfer
+  recipe.weight_decay = 0.0
+  schedule = optax.constant_schedule(0.1)
+  params = small_params()
+  ours = updates_over_steps(train_final.sgd_optimizer(recipe, schedule), params)
+  nesterov = updates_over_steps(optax.sgd(schedule, momentum=0.9, nesterov=True), params)
+  plain = updates_over_steps(optax.sgd(schedule, momentum=0.9, nesterov=False), params)
+  for a, b in zip(ours[-1], nesterov[-1]):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert not np.allclose(ours[-1][0], plain[-1][0])
+
+
+def test_label_smoothing_gives_the_hand_computed_loss():
+  probabilities = np.array([0.6, 0.2, 0.1, 0.1])
+  logits, labels = jnp.log(jnp.asarray([probabilities])), jnp.array([0])
+  targets = np.full(4, 0.1 / 4) + np.array([0.9, 0, 0, 0])  # 0.925, 0.025, 0.025, 0.025
+  assert float(train.cross_entropy(logits, labels)) == pytest.approx(-math.log(0.6))
+  assert float(train.cross_entropy(logits, labels, 0.1)) == pytest.approx(
+      -np.sum(targets * np.log(probabilities)), rel=1e-6)
+
+
+@pytest.mark.parametrize('label_smoothing', [0.0, 0.1])
+def test_the_train_step_minimises_the_smoothed_loss(label_smoothing):
+  """The loss of ``Trainer.update`` is the cross-entropy with the trainer's smoothing."""
+  config = default.get_config()
+  config.model.update(filters=4, repeats=1)
+  model = models.build_network(nsc.Block.from_json(SMALL), config.model, num_classes=10,
+                               in_channels=3)
+  mesh = train.make_mesh()
+  trainer = train.Trainer(model, optax.sgd(0.1), None, mesh, 8, jnp.float32,
+                          augment=lambda rng, images: images, label_smoothing=label_smoothing)
+  images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+  labels = jnp.arange(8) % 10
+  mean, std = jnp.full(3, 120.0), jnp.full(3, 60.0)
+  state = trainer.state
+  logits = nnx.merge(trainer.train_graph, state['params'], state['batch_stats'], copy=True)(
+      train.preprocess(jnp.asarray(images), mean, std, jnp.float32))
+  _, loss = trainer.update(state, jnp.asarray(images), labels, jax.random.key(0), mean, std)
+  assert float(loss) == pytest.approx(
+      float(train.cross_entropy(logits, labels, label_smoothing)), rel=1e-5)
+  assert float(train.cross_entropy(logits, labels, 0.1)) != pytest.approx(
+      float(train.cross_entropy(logits, labels)), rel=1e-5)
+
+
+def test_the_recipe_blocks_reach_the_trainer():
+  config = default.get_config()
+  block, mesh = nsc.Block.from_json(SMALL), train.make_mesh()
+  for recipe, smoothing in ((config.transfer, 0.1), (config.train, 0.0)):
+    recipe.update(filters=4, repeats=1)
+    model_config = train_final.final_model_config(config, recipe)
+    _, trainer, _ = train_final.build_trainer(config, recipe, block, model_config, mesh,
+                                              None, num_classes=3, channels=3,
+                                              steps_per_epoch=1)
+    assert trainer.label_smoothing == smoothing
+
+
+@pytest.mark.parametrize('mode, field, value, message', [
+    ('transfer_imagenet', 'transfer.schedule', 'linear',
+     "config.transfer.schedule='linear' is not allowed: one of ('steps', 'cosine')"),
+    ('transfer_imagenet', 'transfer.warmup_epochs', -1,
+     'config.transfer.warmup_epochs=-1 is not allowed: an integer >= 0'),
+    ('transfer_imagenet', 'transfer.warmup_epochs', 2,
+     'config.transfer.warmup_epochs=2 is not allowed: fewer than the 2 epochs'),
+    ('transfer_imagenet', 'transfer.label_smoothing', 1.0,
+     'config.transfer.label_smoothing=1.0 is not allowed: a number in [0, 1)'),
+    ('transfer_imagenet', 'transfer.label_smoothing', -0.1,
+     'config.transfer.label_smoothing=-0.1 is not allowed: a number in [0, 1)'),
+    ('transfer_imagenet', 'transfer.learning_rate_per_256', -0.1,
+     'config.transfer.learning_rate_per_256=-0.1 is not allowed: a number in [0.0'),
+    ('transfer_imagenet', 'transfer.batch_size', 6,
+     'config.transfer.batch_size=6 is not allowed: a multiple of the 4 devices'),
+    ('transfer_imagenet', 'transfer.nesterov', None,
+     'config.transfer.nesterov=None is not allowed: True or False'),
+    ('transfer_imagenet', 'transfer.decay_norm_and_bias', None,
+     'config.transfer.decay_norm_and_bias=None is not allowed: True or False'),
+    ('transfer_imagenet', 'transfer.lr_steps', (1, 2),
+     'config.transfer.lr_steps=(1, 2) is not allowed: epochs after the warm-up (integers '
+     '>= 2)'),
+    ('train', 'train.label_smoothing', 1.5,
+     'config.train.label_smoothing=1.5 is not allowed: a number in [0, 1)'),
+    ('train', 'train.batch_size', 6,
+     'config.train.batch_size=6 is not allowed: a multiple of the 4 devices'),
+])
+def test_a_recipe_mistake_is_one_clear_line(mode, field, value, message):
+  config = cifar10.get_config('smoke')
+  config.update(mode=mode, block=SMALL)
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(check_config.ConfigError) as error:
+    check_config.check_config(config)
+  assert message in str(error.value)
+  assert '\n' not in str(error.value)
