@@ -13,11 +13,11 @@ from blockqnn_jax import agent
 from blockqnn_jax import data
 from blockqnn_jax import executors
 from blockqnn_jax import files
+from blockqnn_jax import imagenet_input
 from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import train
 from blockqnn_jax import train_final
-from blockqnn_jax import transfer
 
 MODES = ('search', 'train', 'transfer_imagenet')
 
@@ -159,7 +159,8 @@ def check_config(config) -> None:
   try:
     if config.mode == 'transfer_imagenet':
       _check_int(config, 'transfer.image_size', 8)
-      transfer.open_dataset(config)
+      _check_int(config, 'transfer.workers', 0)
+      imagenet_input.open_dataset(config)
     else:
       data.check_dataset(config)
   except (ImportError, ValueError) as error:

@@ -105,13 +105,16 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
   """Trains ``runner.trainer`` for ``config.train.epochs`` with checkpoints and resume;
   returns the per-epoch history (loss, learning rate, evaluation metrics)."""
   final, trainer, steps_per_epoch = config.train, runner.trainer, runner.steps_per_epoch
+  # A runner with state of its own (an input pipeline's position) adds Orbax items.
+  save_items, restore_items = (runner.checkpoint_items()
+                               if hasattr(runner, 'checkpoint_items') else ({}, {}))
   manager = _checkpoint_manager(workdir)
   epoch, step, history, epoch_losses = 0, 0, [], []
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                                     trainer.state)),
-        meta=ocp.args.JsonRestore()))
+        meta=ocp.args.JsonRestore(), **restore_items))
     trainer.state = restored['state']
     epoch, step, history = (restored['meta']['epoch'], restored['meta']['step'],
                             restored['meta']['history'])
@@ -123,7 +126,8 @@ def fit(runner, config, workdir: str, schedule) -> list[dict]:
     manager.save(epoch * steps_per_epoch + step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(trainer.state),
         meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history,
-                                'epoch_losses': [float(x) for x in losses]})))
+                                'epoch_losses': [float(x) for x in losses]}),
+        **save_items))
     manager.wait_until_finished()
 
   writer = SummaryWriter(workdir)
@@ -177,16 +181,17 @@ def write_summary(workdir: str, config, block, model, model_config, history, *,
 
 
 def build_trainer(config, block, model_config, mesh, data, *, num_classes: int,
-                  channels: int, steps_per_epoch: int):
-  """The network around ``block`` and its trainer with the ``config.train`` recipe;
-  returns (model, trainer, learning-rate schedule)."""
+                  channels: int, steps_per_epoch: int, augment=None):
+  """The network around ``block`` and its trainer with the ``config.train`` recipe and
+  ``augment`` (default ``augmenter(config.train)``); returns (model, trainer,
+  learning-rate schedule)."""
   dtype = train.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
   schedule = learning_rate_schedule(config.train, steps_per_epoch)
   tx = sgd_optimizer(config.train, schedule)
   trainer = train.Trainer(model, tx, data, mesh, config.train.batch_size, dtype,
-                          augment=augmenter(config.train))
+                          augment=augment or augmenter(config.train))
   return model, trainer, schedule
 
 

@@ -156,6 +156,10 @@ def get_config():
   config.transfer = ml_collections.ConfigDict()
   config.transfer.image_size = 224  # the usual ImageNet crop (our choice)
   config.transfer.max_eval_examples = 0  # 0 = the whole evaluation split
+  # Grain worker processes that decode and augment (0 = in the training process). Our
+  # choice: 2, this 2-core development machine's cores; on a GPU host use about its CPU
+  # cores less two (README, Performance: one core decodes ~N images/s at 224x224).
+  config.transfer.workers = 2
 
   config.batch_size = 256  # of the early-stop training: reported, unconfirmed
   # Held out of the training split for the reward (the test split is never used): our
