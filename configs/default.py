@@ -21,6 +21,8 @@ result.
 """
 
 
+import os
+
 import ml_collections
 
 
@@ -157,9 +159,10 @@ def get_config():
   config.transfer.image_size = 224  # the usual ImageNet crop (our choice)
   config.transfer.max_eval_examples = 0  # 0 = the whole evaluation split
   # Grain worker processes that decode and augment (0 = in the training process). Our
-  # choice: 2, this 2-core development machine's cores; on a GPU host use about its CPU
-  # cores less two (README, Performance: one core decodes ~N images/s at 224x224).
-  config.transfer.workers = 2
+  # choice: all CPU cores but one, which the training process needs to receive the
+  # batches and feed the devices (on the 2-core machine 1 worker beat 2; README,
+  # Performance).
+  config.transfer.workers = max(1, (os.cpu_count() or 2) - 1)
 
   config.batch_size = 256  # of the early-stop training: reported, unconfirmed
   # Held out of the training split for the reward (the test split is never used): our

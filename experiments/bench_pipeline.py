@@ -41,7 +41,8 @@ _MOCK_IMAGES = flags.DEFINE_integer('mock_images', 512, f'JPEGs that {JPEG_MOCK}
 
 def jpeg_mock(count: int) -> list[dict]:
   """``count`` ImageNet-sized JPEG records: CIFAR-10 training images upscaled to 400x350
-  with Gaussian noise (sigma 24), so each file holds ImageNet-like detail (60-110 KB)."""
+  with Gaussian noise (sigma 22-40 per image), so each file holds ImageNet-like detail
+  (60-110 KB)."""
   config = default.get_config()
   config.dataset = CIFAR10_DIR
   cifar = imagenet_input.open_dataset(config)[0]['train']
@@ -51,7 +52,8 @@ def jpeg_mock(count: int) -> list[dict]:
     record = cifar[i]
     pixels = imagenet_input.decode(record['image'])
     large = np.asarray(Image.fromarray(pixels).resize((400, 350), Image.BICUBIC), np.float32)
-    noisy = np.clip(large + rng.normal(0, 24, large.shape), 0, 255).astype(np.uint8)
+    noise = rng.normal(0, rng.uniform(22, 40), large.shape)
+    noisy = np.clip(large + noise, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noisy).save(buffer, 'JPEG', quality=90)
     records.append({'image': buffer.getvalue(), 'label': record['label']})
