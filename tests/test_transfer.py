@@ -174,6 +174,12 @@ def test_random_resized_crop_box_respects_its_bounds_and_seed(height, width):
     assert crop_height * crop_width >= 0.08 * height * width * (1 - slack) ** 2
 
 
+def test_random_resized_crop_falls_back_to_the_centre():
+  """No 8% crop of a 10 x 1000 image has a ratio within 3/4-4/3: the centre 10 x 13."""
+  box = imagenet_input.random_resized_crop_box(10, 1000, np.random.default_rng(0))
+  assert box == (0, (1000 - 13) // 2, 10, 13)
+
+
 def test_training_examples_are_crops_of_the_size_and_deterministic():
   record = {'image': encoded(smooth_image(300, 400), 'JPEG'), 'label': 3}
   first = imagenet_input.train_example(record, np.random.default_rng(1), 64)
