@@ -194,7 +194,9 @@ def _local_batch_size(global_batch_size: int) -> int:
 
 
 def _in_workers(dataset: grain.MapDataset, workers: int) -> grain.IterDataset:
-  """``dataset``'s elements computed in ``workers`` processes (0 = this process)."""
+  """``dataset``'s elements computed in ``workers`` processes (0 = this process), each
+  with one reading thread (a worker is a core; more threads would contend for it) and two
+  elements (batches) buffered."""
   iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                        prefetch_buffer_size=2))
   if workers:

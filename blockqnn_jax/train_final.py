@@ -103,9 +103,9 @@ class InMemoryRunner:
 
 def fit(runner, config, workdir: str, schedule) -> list[dict]:
   """Trains ``runner.trainer`` for ``config.train.epochs`` with checkpoints and resume;
-  returns the per-epoch history (loss, learning rate, evaluation metrics)."""
+  returns the per-epoch history (loss, learning rate, evaluation metrics). A runner with a
+  ``checkpoint_items()`` method adds its (save, restore) Orbax items to every checkpoint."""
   final, trainer, steps_per_epoch = config.train, runner.trainer, runner.steps_per_epoch
-  # A runner with state of its own (an input pipeline's position) adds Orbax items.
   save_items, restore_items = (runner.checkpoint_items()
                                if hasattr(runner, 'checkpoint_items') else ({}, {}))
   manager = _checkpoint_manager(workdir)
