@@ -14,11 +14,11 @@ from blockqnn_jax import data
 from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
+from blockqnn_jax import imagenet_input
 from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import train
 from blockqnn_jax import train_final
-from blockqnn_jax import transfer
 
 MODES = ('search', 'train', 'transfer_imagenet')
 # The config block holding the training recipe of each mode that trains a found block.
@@ -211,7 +211,8 @@ def check_config(config) -> None:
   try:
     if config.mode == 'transfer_imagenet':
       _check_int(config, 'transfer.image_size', 8)
-      transfer.open_dataset(config)
+      _check_int(config, 'transfer.workers', 0)
+      imagenet_input.open_dataset(config)
     else:
       data.check_dataset(config)
   except (ImportError, ValueError) as error:

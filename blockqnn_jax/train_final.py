@@ -36,6 +36,7 @@ from flax import nnx
 from tensorboardX import SummaryWriter
 
 from blockqnn_jax import data as data_lib
+from blockqnn_jax import distributed
 from blockqnn_jax import files
 from blockqnn_jax import models
 from blockqnn_jax import train
@@ -138,15 +139,18 @@ class InMemoryRunner:
 
 def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   """Trains ``runner.trainer`` for ``recipe.epochs`` with checkpoints and resume;
-  returns the per-epoch history (loss, learning rate, evaluation metrics)."""
+  returns the per-epoch history (loss, learning rate, evaluation metrics). A runner with a
+  ``checkpoint_items()`` method adds its (save, restore) Orbax items to every checkpoint."""
   trainer, steps_per_epoch = runner.trainer, runner.steps_per_epoch
+  save_items, restore_items = (runner.checkpoint_items()
+                               if hasattr(runner, 'checkpoint_items') else ({}, {}))
   manager = _checkpoint_manager(workdir)
   epoch, step, history, epoch_losses = 0, 0, [], []
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                                     trainer.state)),
-        meta=ocp.args.JsonRestore()))
+        meta=ocp.args.JsonRestore(), **restore_items))
     trainer.state = restored['state']
     epoch, step, history = (restored['meta']['epoch'], restored['meta']['step'],
                             restored['meta']['history'])
@@ -158,10 +162,12 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     manager.save(epoch * steps_per_epoch + step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(trainer.state),
         meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history,
-                                'epoch_losses': [float(x) for x in losses]})))
+                                'epoch_losses': [float(x) for x in losses]}),
+        **save_items))
     manager.wait_until_finished()
 
-  writer = SummaryWriter(workdir)
+  # Process 0 alone writes TensorBoard events (every process has the same history).
+  writer = SummaryWriter(workdir) if distributed.is_main_process() else None
   rng = jax.random.key(config.seed)
   last_save = time.time()
   while epoch < recipe.epochs:
@@ -181,15 +187,17 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     if (epoch + 1) % recipe.eval_every_epochs == 0 or epoch + 1 == recipe.epochs:
       entry.update(runner.evaluate())
     history.append(entry)
-    for key, value in entry.items():
-      if key != 'epoch':
-        writer.add_scalar(f'train/{key}', value, epoch + 1)
-    writer.flush()
+    if writer:
+      for key, value in entry.items():
+        if key != 'epoch':
+          writer.add_scalar(f'train/{key}', value, epoch + 1)
+      writer.flush()
     logging.info('epoch %d/%d: %s', epoch + 1, recipe.epochs, entry)
     epoch, step = epoch + 1, 0
     save(epoch, step, [])
     last_save = time.time()
-  writer.close()
+  if writer:
+    writer.close()
   manager.close()
   return history
 
@@ -208,21 +216,24 @@ def write_summary(workdir: str, config, recipe, block, model, model_config, hist
       'model': model_config.to_dict(), 'recipe': recipe.to_dict(),
       'dtype': config.dtype, 'history': history,
   }
-  files.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
+  if distributed.is_main_process():
+    files.write_json_atomic(os.path.join(workdir, FINAL_FILE), summary)
   return summary
 
 
 def build_trainer(config, recipe, block, model_config, mesh, data, *, num_classes: int,
-                  channels: int, steps_per_epoch: int):
+                  channels: int, steps_per_epoch: int, augment=None):
   """The network around ``block`` and its trainer with ``recipe`` (config.train or
-  config.transfer); returns (model, trainer, learning-rate schedule)."""
+  config.transfer) and ``augment`` (default ``augmenter(recipe)``); returns (model,
+  trainer, learning-rate schedule)."""
   dtype = train.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
   schedule = learning_rate_schedule(recipe, steps_per_epoch)
   tx = sgd_optimizer(recipe, schedule)
   trainer = train.Trainer(model, tx, data, mesh, recipe.batch_size, dtype,
-                          augment=augmenter(recipe), label_smoothing=recipe.label_smoothing)
+                          augment=augment or augmenter(recipe),
+                          label_smoothing=recipe.label_smoothing)
   return model, trainer, schedule
 
 

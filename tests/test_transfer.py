@@ -1,15 +1,20 @@
 """mode='transfer_imagenet': the ImageNet template on streamed TFDS data."""
 
+import io
 import os
 import pathlib
+import types
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 import tensorflow_datasets as tfds
 
 from blockqnn_jax import check_config
+from blockqnn_jax import imagenet_input
 from blockqnn_jax import nsc
 from blockqnn_jax import train
 from blockqnn_jax import train_final
@@ -42,21 +47,20 @@ def final_params(workdir):
 
 
 def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
-  pipeline_epochs = []
-  epoch = transfer.StreamingPipeline.epoch
+  restored = []
+  restore = grain.checkpoint.CheckpointHandler.restore
 
-  def watched_epoch(self, *args, **kwargs):
-    if self.shuffle:  # the training pipeline
-      pipeline_epochs.append(args + tuple(kwargs.values()))
-    return epoch(self, *args, **kwargs)
+  def watched_restore(self, directory, *args, **kwargs):
+    restored.append(os.path.basename(os.path.dirname(directory)))
+    return restore(self, directory, *args, **kwargs)
 
+  monkeypatch.setattr(grain.checkpoint.CheckpointHandler, 'restore', watched_restore)
   with tfds.testing.mock_data(num_examples=160):
     config = transfer_config()
     check_config.check_config(config)
     whole = transfer.transfer_and_evaluate(config, str(tmp_path / 'whole'))
     parts, saves = interrupt_then_resume(transfer.transfer_and_evaluate, config,
                                          tmp_path / 'parts', monkeypatch)
-    monkeypatch.setattr(transfer.StreamingPipeline, 'epoch', watched_epoch)
     mid = mid_epoch_interrupt_then_resume(
         transfer.transfer_and_evaluate, config, tmp_path / 'mid', monkeypatch,
         transfer.StreamingRunner, crash_after=4 + 2)
@@ -69,10 +73,11 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
   assert saves == [4]  # 128 images / 32 per batch
   assert parts['top1_accuracy'] == whole['top1_accuracy']
   assert parts['top5_accuracy'] == whole['top5_accuracy']
-  # Killed after the checkpoint at step 2 of epoch 2; the rerun streams from batch 2 on.
+  # Killed after the checkpoint at step 2 of epoch 2; the rerun reads on from batch 2,
+  # with the input iterator restored from that checkpoint.
   assert mid['steps_per_epoch'] == 4 and mid['saved'][-1] == 6
   assert mid['starts'] == [(1, 2)] and mid['steps'] == [6, 7]
-  assert pipeline_epochs[-1] == (1, 2)
+  assert restored == ['4', '6']
   assert mid['summary']['top5_accuracy'] == whole['top5_accuracy']
   assert mid['summary']['top1_accuracy'] == whole['top1_accuracy']
   for other in ('parts', 'mid'):
@@ -91,14 +96,18 @@ def test_top1_and_top5_count_the_right_images():
       config, config.transfer, nsc.Block.from_json(SMALL), model_config, mesh, None,
       num_classes=10, channels=3, steps_per_epoch=1)
   images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+  crops = np.stack([imagenet_input.eval_example({'image': image, 'label': 0}, 32)['image']
+                    for image in images])
   mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
-  logits = np.asarray(model(train.preprocess(jnp.asarray(images), mean, std, jnp.float32)))
+  logits = np.asarray(model(train.preprocess(jnp.asarray(crops), mean, std, jnp.float32)))
   ranking = np.argsort(-logits, axis=-1)
   ranks = np.resize([0, 2, 3, 7, 9], len(images))  # where each label sits in the ranking
   source = [{'image': image, 'label': int(ranking[i, rank])}
             for i, (image, rank) in enumerate(zip(images, ranks))]
-  pipeline = transfer.StreamingPipeline(source, 32, 32, mesh, shuffle=False)
-  runner = transfer.StreamingRunner(trainer, pipeline, pipeline, mean, std)
+  eval_input = imagenet_input.EvalInput(source, batch_size=32, image_size=32, mesh=mesh,
+                                        workers=0)
+  no_training = types.SimpleNamespace(steps_per_epoch=0)
+  runner = transfer.StreamingRunner(trainer, no_training, eval_input, mean, std)
   assert runner.evaluate() == {'top1_accuracy': 10 / 50, 'top5_accuracy': 30 / 50}
 
 
@@ -112,22 +121,127 @@ def test_a_prepared_dataset_given_by_its_directory(tmp_path):
   assert 'top5_accuracy' in summary['history'][-1]
 
 
-def test_pipeline_resizes_batches_and_masks_the_last_batch():
-  source = [{'image': np.full((h, w, 3), i, np.uint8), 'label': i}
-            for i, (h, w) in enumerate([(40, 20), (20, 40), (16, 16), (33, 47), (8, 9)])]
-
-  pipeline = transfer.StreamingPipeline(source, 4, 16, train.make_mesh(),
-                                        shuffle=False)
-  batches = list(pipeline.epoch())
-  assert pipeline.steps_per_epoch == len(batches) == 2
-  images, labels, mask = (np.asarray(x) for x in batches[1])
-  assert images.shape == (4, 16, 16, 3)
-  assert labels[0] == 4 and mask.tolist() == [True, False, False, False]
-  assert (np.asarray(batches[0][0])[3] == 3).all()
-
-
 def test_a_dataset_that_is_not_there_fails_at_start_up(tmp_path):
   config = transfer_config()
   config.data_dir = str(tmp_path)
   with pytest.raises(check_config.ConfigError, match="config.dataset='imagenet2012'"):
     check_config.check_config(config)
+
+
+def encoded(image: np.ndarray, format_name: str) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format_name, quality=95)
+  return buffer.getvalue()
+
+
+def smooth_image(height, width):
+  """A gradient, so that decoding at a reduced scale changes it little."""
+  y, x = np.mgrid[:height, :width]
+  return np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (height + width)],
+                  -1).astype(np.uint8)
+
+
+def test_jpeg_and_png_bytes_decode_and_crop():
+  image = smooth_image(300, 400)
+  png, jpeg = encoded(image, 'PNG'), encoded(image, 'JPEG')
+  assert imagenet_input.image_shape(png) == imagenet_input.image_shape(jpeg) == (300, 400)
+  np.testing.assert_array_equal(imagenet_input.decode(png), image)
+  assert np.abs(imagenet_input.decode(jpeg).astype(int) - image).mean() < 2
+  # A 32x32 crop of a 300x400 JPEG decodes at a reduced scale: about the same pixels.
+  box = (100, 200, 150, 150)
+  from_png = imagenet_input.crop_resized(png, box, 32).astype(int)
+  from_jpeg = imagenet_input.crop_resized(jpeg, box, 32).astype(int)
+  assert from_png.shape == from_jpeg.shape == (32, 32, 3)
+  assert np.abs(from_png - from_jpeg).mean() < 3
+  grey = encoded(image[..., 0], 'PNG')
+  assert imagenet_input.crop_resized(grey, box, 16).shape == (16, 16, 1)
+
+
+@pytest.mark.parametrize('height, width', [(300, 400), (40, 500), (500, 40), (7, 9)])
+def test_random_resized_crop_box_respects_its_bounds_and_seed(height, width):
+  boxes = [imagenet_input.random_resized_crop_box(height, width,
+                                                  np.random.default_rng(seed))
+           for seed in range(200)]
+  assert boxes == [imagenet_input.random_resized_crop_box(height, width,
+                                                          np.random.default_rng(seed))
+                   for seed in range(200)]
+  assert len(set(boxes)) > 1
+  for top, left, crop_height, crop_width in boxes:
+    assert 0 <= top and top + crop_height <= height
+    assert 0 <= left and left + crop_width <= width
+    # Rounding to whole pixels moves the ratio and area a little on small images.
+    slack = 1 / min(crop_height, crop_width)
+    ratio = crop_width / crop_height
+    assert 3 / 4 * (1 - slack) <= ratio <= 4 / 3 * (1 + slack) or (
+        (crop_height, crop_width) in ((height, width), (height, round(height * 4 / 3)),
+                                      (round(width * 4 / 3), width)))
+    assert crop_height * crop_width >= 0.08 * height * width * (1 - slack) ** 2
+
+
+def test_random_resized_crop_falls_back_to_the_centre():
+  """No 8% crop of a 10 x 1000 image has a ratio within 3/4-4/3: the centre 10 x 13."""
+  box = imagenet_input.random_resized_crop_box(10, 1000, np.random.default_rng(0))
+  assert box == (0, (1000 - 13) // 2, 10, 13)
+
+
+def test_training_examples_are_crops_of_the_size_and_deterministic():
+  record = {'image': encoded(smooth_image(300, 400), 'JPEG'), 'label': 3}
+  first = imagenet_input.train_example(record, np.random.default_rng(1), 64)
+  again = imagenet_input.train_example(record, np.random.default_rng(1), 64)
+  other = imagenet_input.train_example(record, np.random.default_rng(2), 64)
+  assert first['image'].shape == (64, 64, 3) and first['label'] == 3
+  np.testing.assert_array_equal(first['image'], again['image'])
+  assert (first['image'] != other['image']).any()
+
+
+def test_evaluation_crops_the_centre_and_pads_and_masks_the_last_batch():
+  assert imagenet_input.centre_crop_box(256, 320, 224) == (16, 48, 224, 224)
+  source = [{'image': np.full((h, w, 3), i, np.uint8), 'label': i}
+            for i, (h, w) in enumerate([(40, 20), (20, 40), (16, 16), (33, 47), (8, 9)])]
+  eval_input = imagenet_input.EvalInput(source, batch_size=4, image_size=16,
+                                        mesh=train.make_mesh(), workers=0)
+  batches = list(eval_input.batches(channels=3))
+  assert eval_input.steps == len(batches) == 2
+  images, labels, mask = (np.asarray(x) for x in batches[1])
+  assert images.shape == (4, 16, 16, 3)
+  assert labels[0] == 4 and mask.tolist() == [True, False, False, False]
+  assert (np.asarray(batches[0][0])[3] == 3).all() and (images[1:] == 0).all()
+
+
+def test_each_process_feeds_its_own_part_of_every_global_batch(monkeypatch):
+  """Two processes, global batch 4: process i reads the i-th half of each global batch,
+  so the global batches are those of one process (the last one short)."""
+  dataset = grain.MapDataset.source(list(range(11)))
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  parts = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    parts.append([batch.tolist() for batch in imagenet_input.process_batches(dataset, 4)])
+  assert parts[0] == [[0, 1], [4, 5], [8, 9]]
+  assert parts[1] == [[2, 3], [6, 7], [10]]
+  with pytest.raises(ValueError, match='batch size 5 must be a multiple of the 2 JAX'):
+    imagenet_input.process_batches(dataset, 5)
+
+
+def test_worker_processes_give_the_batches_of_the_training_process():
+  """Real Grain worker processes: the same batches, in order, as in-process decoding."""
+  rng = np.random.default_rng(0)
+  source = [{'image': encoded(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), 'PNG'),
+             'label': i} for i in range(24)]
+
+  def batches(workers):
+    train_input = imagenet_input.TrainInput(
+        source, batch_size=8, image_size=16, epochs=2, seed=5, mesh=train.make_mesh(),
+        workers=workers)
+    assert train_input.steps_per_epoch == 3
+    return [[np.asarray(x) for x in batch] for batch in train_input.iterator]
+
+  in_process, in_workers = batches(0), batches(2)
+  assert len(in_process) == 6
+  first_epoch = np.concatenate([labels for _, labels in in_process[:3]])
+  second_epoch = np.concatenate([labels for _, labels in in_process[3:]])
+  assert sorted(first_epoch) == sorted(second_epoch) == list(range(24))
+  assert first_epoch.tolist() != second_epoch.tolist()  # reshuffled each epoch
+  for (images, labels), (worker_images, worker_labels) in zip(in_process, in_workers):
+    np.testing.assert_array_equal(images, worker_images)
+    np.testing.assert_array_equal(labels, worker_labels)

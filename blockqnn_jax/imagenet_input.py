@@ -1,0 +1,279 @@
+"""The ImageNet-style input pipeline of ``mode=transfer_imagenet``, built on Grain.
+
+Records are read from TFDS array_record data sources with image decoding skipped, so the
+encoded bytes reach our decoder: JPEGs decode with simplejpeg (libjpeg-turbo) at the
+smallest DCT scale that still leaves the crop at least ``image_size`` pixels, other
+formats (PNG) with Pillow, resizing is OpenCV's (README, Performance: the measurements
+behind these choices). Decoding and augmentation run in ``workers`` Grain processes.
+
+Training: Inception-style random-resized crop and horizontal flip, random per (seed,
+epoch, index) so runs are reproducible; the iterator's state goes into the training
+checkpoint, so a resumed run reads exactly the batches an uninterrupted one would.
+Evaluation: the shorter side resized to ``image_size / 0.875``, then the centre crop.
+Each JAX process reads its own part of every batch; batches are assembled into global arrays sharded
+over the mesh's 'data' axis and put on the devices a couple of steps ahead.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+
+from absl import flags
+import cv2
+import grain
+import jax
+import numpy as np
+import simplejpeg
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from PIL import Image
+
+from blockqnn_jax import data as data_lib
+
+CROP_SCALE = (0.08, 1.0)  # area fraction of the random-resized crop (Szegedy et al. 2015)
+CROP_RATIO = (3 / 4, 4 / 3)  # its aspect-ratio range, sampled log-uniformly
+CROP_ATTEMPTS = 10  # then the centre crop, as in TF's and torchvision's reference code
+# Evaluation crops the centre 87.5% (224 of 256, the ResNet/Inception evaluation; TF's
+# inception_preprocessing central_fraction=0.875, torchvision's Resize(256)+CenterCrop(224)).
+EVAL_CROP_FRACTION = 0.875
+DEVICE_PREFETCH = 2  # batches put on the devices ahead of the step
+STATISTICS_IMAGES = 1024  # training images whose centre crops give the channel mean/std
+JPEG_MAGIC = b'\xff\xd8'
+
+cv2.setNumThreads(1)  # parallelism comes from the worker processes
+
+
+def open_dataset(config) -> tuple[dict, int]:
+  """The dataset's 'train' and evaluation data sources, and its class count.
+
+  Sources yield encoded image bytes where TFDS can skip decoding, decoded arrays where it
+  cannot (``tfds.testing.mock_data`` encodes its random images with TensorFlow)."""
+  tfds = data_lib.import_tfds()
+  if os.path.isdir(config.dataset):
+    builder = tfds.builder_from_directory(config.dataset)
+    read = builder.as_data_source
+  else:
+    builder = tfds.builder(config.dataset, data_dir=data_lib.tfds_data_dir(config))
+    read = functools.partial(tfds.data_source, config.dataset, download=False,
+                             data_dir=data_lib.tfds_data_dir(config))
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise ValueError(f'{config.dataset} has features {list(features)}; an "image" and a '
+                     '"label" are needed')
+  splits = list(builder.info.splits)
+  eval_split = 'validation' if 'validation' in splits or not splits else 'test'
+
+  def read_encoded(split):
+    source = read(split=split, decoders={'image': tfds.decode.SkipDecoding()})
+    try:
+      source[0]
+    except Exception:  # pylint: disable=broad-except  (mock data cannot encode)
+      return read(split=split)
+    return source
+
+  try:
+    sources = {'train': read_encoded('train'), 'eval': read_encoded(eval_split)}
+  except Exception as error:  # pylint: disable=broad-except  (TFDS raises several kinds)
+    raise data_lib.DatasetNotFoundError(
+        f'{config.dataset}: cannot read its train/{eval_split} splits ({error}); prepare '
+        'it with TFDS (see the README) or give the directory of a prepared copy') from None
+  return sources, features['label'].num_classes
+
+
+def image_shape(image) -> tuple[int, int]:
+  """(height, width) of an encoded or decoded image, without decoding it."""
+  if isinstance(image, np.ndarray):
+    return image.shape[:2]
+  if image[:2] == JPEG_MAGIC:
+    return simplejpeg.decode_jpeg_header(image)[:2]
+  width, height = Image.open(io.BytesIO(image)).size
+  return height, width
+
+
+def decode(image, min_height: int = 0, min_width: int = 0) -> np.ndarray:
+  """H x W x C uint8 pixels; JPEGs at the smallest DCT scale (k/8) keeping at least
+  ``min_height`` x ``min_width``. Arrays (already decoded) pass through."""
+  if isinstance(image, np.ndarray):
+    return image
+  if image[:2] == JPEG_MAGIC:
+    try:
+      return simplejpeg.decode_jpeg(image, colorspace='RGB', min_height=min_height,
+                                    min_width=min_width)
+    except ValueError:  # CMYK JPEGs (a few in ImageNet): Pillow converts them
+      pass
+  pil = Image.open(io.BytesIO(image))
+  pixels = np.asarray(pil if pil.mode in ('L', 'RGB') else pil.convert('RGB'))
+  return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def random_resized_crop_box(height: int, width: int,
+                            rng: np.random.Generator) -> tuple[int, int, int, int]:
+  """(top, left, crop height, crop width): a random area fraction in ``CROP_SCALE`` and
+  aspect ratio in ``CROP_RATIO``; after ``CROP_ATTEMPTS`` misses, the centre crop of the
+  nearest allowed ratio (torchvision's ``RandomResizedCrop.get_params``)."""
+  area = height * width
+  log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+  for _ in range(CROP_ATTEMPTS):
+    target_area = area * rng.uniform(*CROP_SCALE)
+    ratio = math.exp(rng.uniform(*log_ratio))
+    crop_width = round(math.sqrt(target_area * ratio))
+    crop_height = round(math.sqrt(target_area / ratio))
+    if 0 < crop_width <= width and 0 < crop_height <= height:
+      return (int(rng.integers(0, height - crop_height + 1)),
+              int(rng.integers(0, width - crop_width + 1)), crop_height, crop_width)
+  ratio = width / height
+  if ratio < CROP_RATIO[0]:
+    crop_width, crop_height = width, round(width / CROP_RATIO[0])
+  elif ratio > CROP_RATIO[1]:
+    crop_width, crop_height = round(height * CROP_RATIO[1]), height
+  else:
+    crop_width, crop_height = width, height
+  return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+def centre_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+  """The box that resizing the shorter side to ``size / EVAL_CROP_FRACTION`` and taking
+  the centre ``size`` x ``size`` would keep, in the original image's pixels."""
+  side = max(1, round(min(height, width) * EVAL_CROP_FRACTION))
+  return (height - side) // 2, (width - side) // 2, side, side
+
+
+def crop_resized(image, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+  """``box`` (top, left, height, width in the full image's pixels) of an encoded or
+  decoded image, resized to ``size`` x ``size``."""
+  height, width = image_shape(image)
+  top, left, box_height, box_width = box
+  # The largest power-of-two reduction (libjpeg-turbo's fast scaled IDCTs; k/8 scales
+  # in between measured slower than full decoding) keeping the box at least ``size``.
+  reduction = max([1] + [f for f in (2, 4, 8) if min(box_height, box_width) >= f * size])
+  pixels = decode(image, min_height=-(-height // reduction),
+                  min_width=-(-width // reduction))
+  scale_y, scale_x = pixels.shape[0] / height, pixels.shape[1] / width
+  crop = pixels[round(top * scale_y):round((top + box_height) * scale_y),
+                round(left * scale_x):round((left + box_width) * scale_x)]
+  if crop.shape[:2] != (size, size):
+    # Bilinear (8x faster than area averaging) aliases little when shrinking less than
+    # 2x, as after a JPEG's reduction; area averaging shrinks more.
+    far = max(crop.shape[:2]) >= 2 * size
+    crop = cv2.resize(crop, (size, size),
+                      interpolation=cv2.INTER_AREA if far else cv2.INTER_LINEAR)
+  return crop.reshape(size, size, pixels.shape[-1])  # OpenCV drops a channel axis of 1
+
+
+def train_example(record: dict, rng: np.random.Generator, size: int) -> dict:
+  """A random-resized crop, flipped horizontally with probability 1/2."""
+  box = random_resized_crop_box(*image_shape(record['image']), rng)
+  image = crop_resized(record['image'], box, size)
+  if rng.random() < 0.5:
+    image = image[:, ::-1]
+  return {'image': np.ascontiguousarray(image), 'label': np.int32(record['label'])}
+
+
+def eval_example(record: dict, size: int) -> dict:
+  """The centre crop (``centre_crop_box``), resized to ``size``."""
+  box = centre_crop_box(*image_shape(record['image']), size)
+  return {'image': crop_resized(record['image'], box, size),
+          'label': np.int32(record['label'])}
+
+
+def process_batches(dataset: grain.MapDataset, batch_size: int) -> grain.MapDataset:
+  """This process's part of each global batch of ``dataset``, in order.
+
+  Global batch ``g`` is the local batches ``g * P`` to ``g * P + P - 1`` of the dataset
+  cut into local batches (P processes); process ``i`` feeds the ``i``-th, to its own
+  devices. So every process count sees the same global batches, and a run's result does
+  not depend on how many hosts feed it. The last local batches may be short (evaluation
+  pads them)."""
+  local_batch = _local_batch_size(batch_size)
+  return dataset.batch(local_batch)[jax.process_index()::jax.process_count()]
+
+
+def _local_batch_size(global_batch_size: int) -> int:
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'batch size {global_batch_size} must be a multiple of the '
+                     f'{jax.process_count()} JAX processes')
+  return global_batch_size // jax.process_count()
+
+
+def _in_workers(dataset: grain.MapDataset, workers: int) -> grain.IterDataset:
+  """``dataset``'s elements computed in ``workers`` processes (0 = this process), each
+  with one reading thread (a worker is a core; more threads would contend for it) and two
+  elements (batches) buffered."""
+  iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1,
+                                                       prefetch_buffer_size=2))
+  if workers:
+    if not flags.FLAGS.is_parsed():  # outside an absl app (tests): Grain's flag defaults
+      flags.FLAGS.mark_as_parsed()
+    iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iterable
+
+
+class TrainInput:
+  """All epochs' training batches (images, labels) as one checkpointable iterator.
+
+  Epoch ``e`` is the split shuffled with seed ``seed + e``, cut to whole global batches,
+  of which this process reads its part (``process_batches``); the random map's generator
+  derives from ``seed`` and the element's position in the run, i.e. (seed, epoch, index),
+  the same whichever process reads it."""
+
+  def __init__(self, source, *, batch_size: int, image_size: int, epochs: int, seed: int,
+               mesh, workers: int, limit: int = 0):
+    self.count = min(len(source), limit) if limit else len(source)
+    self.steps_per_epoch = self.count // batch_size
+    records = grain.MapDataset.source(source)[:self.count]
+    used = self.steps_per_epoch * batch_size  # whole global batches
+    stream = grain.MapDataset.concatenate(
+        [records.shuffle(seed=(seed + epoch) % 2**32)[:used] for epoch in range(epochs)])
+    stream = stream.random_map(functools.partial(train_example, size=image_size),
+                               seed=seed % 2**32)
+    batches = _in_workers(process_batches(stream, batch_size), workers)
+    sharding = NamedSharding(mesh, P('data'))
+    batches = batches.map(lambda batch: tuple(
+        jax.make_array_from_process_local_data(sharding, batch[key])
+        for key in ('image', 'label')))
+    self.iterator = iter(grain.experimental.ThreadPrefetchIterDataset(
+        batches, prefetch_buffer_size=DEVICE_PREFETCH))
+
+
+class EvalInput:
+  """Evaluation batches (images, labels, mask) in order; short batches are padded and
+  masked out, so every image counts once and every process takes the same steps."""
+
+  def __init__(self, source, *, batch_size: int, image_size: int, mesh, workers: int,
+               limit: int = 0):
+    self.local_batch = _local_batch_size(batch_size)
+    self.records = grain.MapDataset.source(source)[:min(len(source), limit or len(source))]
+    self.batch_size, self.image_size, self.workers = batch_size, image_size, workers
+    self.sharding = NamedSharding(mesh, P('data'))
+    self.steps = -(-len(self.records) // batch_size)
+
+  def _padded(self, batch: dict | None, channels: int) -> tuple:
+    """The global (images, labels, mask) of a local batch padded to the batch size."""
+    size, count = self.image_size, 0 if batch is None else len(batch['label'])
+    images = np.zeros((self.local_batch, size, size, channels), np.uint8)
+    labels, mask = np.zeros(self.local_batch, np.int32), np.zeros(self.local_batch, bool)
+    if count:
+      images[:count], labels[:count], mask[:count] = batch['image'], batch['label'], True
+    return tuple(jax.make_array_from_process_local_data(self.sharding, x)
+                 for x in (images, labels, mask))
+
+  def batches(self, channels: int):
+    """One pass over the split, ``self.steps`` batches of ``channels``-channel images."""
+    dataset = self.records.map(functools.partial(eval_example, size=self.image_size))
+    iterator = iter(_in_workers(process_batches(dataset, self.batch_size), self.workers))
+    for _ in range(self.steps):
+      yield self._padded(next(iterator, None), channels)
+
+
+def channel_statistics(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std (0-255 scale) of the evaluation crops of the split's first
+  ``STATISTICS_IMAGES`` images (TFDS stores records shuffled)."""
+  count = min(len(source), STATISTICS_IMAGES)
+  images = np.stack([eval_example(source[i], image_size)['image'] for i in range(count)])
+  images = images.astype(np.float64)
+  axes = tuple(range(images.ndim - 1))
+  return (images.mean(axes).astype(np.float32),
+          np.maximum(images.std(axes), 1.0).astype(np.float32))

@@ -1,0 +1,82 @@
+"""mode=transfer_imagenet as one job of two JAX processes on the CPU (as two hosts would
+run it): it trains, checkpoints, dies, resumes, and ends as the one-process run does."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.multihost_driver import CRASH_EXIT_STATUS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CIFAR_DIR = pathlib.Path(os.environ.get('TFDS_DATA_DIR') or ROOT.parent / 'shared' / 'data' /
+                         'tfds') / 'cifar10' / '3.0.2'
+SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
+STEPS_PER_EPOCH = 4  # 128 images, global batch 32
+FLAGS = ['--config=configs/cifar10.py:smoke', '--config.mode=transfer_imagenet',
+         f'--config.dataset={CIFAR_DIR}', f'--config.block={SMALL}',
+         '--config.transfer.image_size=32', '--config.transfer.max_eval_examples=64',
+         '--config.max_train_examples=128', '--config.transfer.batch_size=32',
+         '--config.transfer.epochs=2', '--config.transfer.warmup_epochs=1',
+         '--config.transfer.workers=0', '--config.transfer.checkpoint_every_seconds=0']
+
+
+def free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    return sock.getsockname()[1]
+
+
+def launch(workdir, processes: int, devices_per_process: int, crash_after_save: int = 0):
+  """Runs the job's ``processes`` commands at once; returns their exit statuses."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices_per_process}'}
+  if crash_after_save:
+    env['CRASH_AFTER_SAVE'] = str(crash_after_save)
+  job = [] if processes == 1 else [
+      f'--config.distributed.coordinator_address=localhost:{free_port()}',
+      f'--config.distributed.num_processes={processes}']
+  commands = [[sys.executable, 'tests/multihost_driver.py', *FLAGS, *job,
+               f'--workdir={workdir}'] + ([f'--config.distributed.process_id={i}'] if job else [])
+              for i in range(processes)]
+  running = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for command in commands]
+  outputs = [process.communicate(timeout=600)[0] for process in running]
+  return [process.returncode for process in running], outputs
+
+
+@pytest.mark.skipif(not CIFAR_DIR.exists(),
+                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
+def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
+  one, two = tmp_path / 'one', tmp_path / 'two'
+  statuses, outputs = launch(one, processes=1, devices_per_process=2)
+  assert statuses == [0], outputs
+  # Both processes die right after the checkpoint in the middle of epoch 2.
+  crash_step = STEPS_PER_EPOCH + 2
+  statuses, outputs = launch(two, 2, 1, crash_after_save=crash_step)
+  assert statuses == [CRASH_EXIT_STATUS] * 2, outputs
+  assert not (two / 'final.json').exists()
+  statuses, outputs = launch(two, 2, 1)
+  assert statuses == [0, 0], outputs
+  assert 'top1_accuracy' in outputs[0] and 'top1_accuracy' not in outputs[1]  # 0 reports
+
+  assert 'resuming from epoch 2, step 2' in outputs[0]
+  last = two / 'checkpoints' / str(2 * STEPS_PER_EPOCH) / 'input'  # each its input state
+  assert sorted(os.listdir(last)) == [
+      'commit_success.txt', 'process_0-of-2.json', 'process_1-of-2.json']
+  alone, joint = (json.loads((w / 'final.json').read_text()) for w in (one, two))
+  # The same global batches, so the same run up to the order of floating-point sums.
+  assert [h['epoch'] for h in joint['history']] == [1, 2]
+  for a, b in zip(alone['history'], joint['history']):
+    np.testing.assert_allclose(b['loss'], a['loss'], rtol=1e-5)
+    assert (b['top1_accuracy'], b['top5_accuracy']) == (a['top1_accuracy'],
+                                                        a['top5_accuracy'])
+  from blockqnn_jax import train_final  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  for a, b in zip(*(jax.tree.leaves(train_final.load_model(str(w))[0]) for w in (one, two))):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
