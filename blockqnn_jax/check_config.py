@@ -199,6 +199,7 @@ def check_config(config) -> None:
   _check_int(config, 'validation_examples', 1)
   _check_int(config, 'max_train_examples', 0)
   _check_choice(config, 'dtype', train.DTYPES)
+  _check_choice(config, 'epoch_loop', train.EPOCH_LOOPS)
   if config.executor == 'local' and config.mode == 'search':
     _check_batch_split(config, 'batch_size')
   if config.mode != 'search':

@@ -35,6 +35,9 @@ from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
 
 DTYPES = ('float32', 'bfloat16')
+# How an epoch's steps are run: 'host', a Python loop dispatching one jitted step per
+# batch; 'device', one jitted lax.scan over the whole epoch (no host work between steps).
+EPOCH_LOOPS = ('host', 'device')
 # XLA options that halve a small child's compile time on the CPU and make its steps some
 # three times slower (config.fast_compile): worth it where children train for seconds.
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
@@ -164,10 +167,14 @@ class Trainer:
 
   def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
                data: DeviceData | None, mesh: jax.sharding.Mesh, batch_size: int, dtype,
-               augment: Callable = data_lib.augment, label_smoothing: float = 0.0):
+               augment: Callable = data_lib.augment, label_smoothing: float = 0.0,
+               epoch_loop: str = 'host'):
     """``data`` is the in-memory dataset; None for a streamed one, which feeds batches to
     ``update`` and ``hits`` itself. ``label_smoothing`` is the final recipes'; the
-    search's children train without it."""
+    search's children train without it. ``epoch_loop`` (``EPOCH_LOOPS``) is how
+    ``train_epoch`` runs the steps."""
+    if epoch_loop not in EPOCH_LOOPS:
+      raise ValueError(f'epoch_loop={epoch_loop!r} is unknown, allowed {EPOCH_LOOPS}')
     model.train()
     self.train_graph, params, batch_stats = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -178,6 +185,7 @@ class Trainer:
         replicated)
     self.tx, self.data, self.mesh, self.dtype, self.augment = tx, data, mesh, dtype, augment
     self.batch_size, self.label_smoothing = batch_size, label_smoothing
+    self.epoch_loop = epoch_loop
     self.batch_sharding = NamedSharding(mesh, P('data'))
     if data is None:
       return
@@ -186,20 +194,29 @@ class Trainer:
       raise ValueError(f'batch_size={batch_size} is larger than the '
                        f'{len(data.train_labels)} training examples')
     self._step = jax.jit(self._train_step, donate_argnums=0)
+    self._epoch = jax.jit(self._train_epoch, donate_argnums=0)
     self._evaluate = jax.jit(self._accuracy)
 
   def _train_step(self, state, data: DeviceData, order, step, rng):
     """One update: gather the step's batch on the devices, augment, forward, backward, Adam.
 
-    A Python loop over this jitted step, rather than a ``lax.scan`` over the epoch: the
-    dispatch costs microseconds next to a step, and XLA:CPU runs convolutions inside a
-    while loop some 30 times slower.
+    By default (``epoch_loop='host'``) a Python loop runs this jitted step, rather than a
+    ``lax.scan`` over the epoch: the dispatch costs microseconds next to a step, and
+    XLA:CPU runs convolutions inside a while loop some 30 times slower.
     """
     indices = order[step]
     images = jax.lax.with_sharding_constraint(data.train_images[indices], self.batch_sharding)
     labels = jax.lax.with_sharding_constraint(data.train_labels[indices], self.batch_sharding)
     return self.update(state, images, labels, jax.random.fold_in(rng, step), data.mean,
                        data.std)
+
+  def _train_epoch(self, state, data: DeviceData, order, rng):
+    """Every step of an epoch in one call (``epoch_loop='device'``); returns the state
+    and every step's loss. It spares the host a dispatch per step, where that matters (a
+    GPU); XLA:CPU runs convolutions in a loop slowly, so the CPU keeps 'host'."""
+    def one_step(state, step):
+      return self._train_step(state, data, order, step, rng)
+    return jax.lax.scan(one_step, state, jnp.arange(self.steps_per_epoch))
 
   def update(self, state, images, labels, rng, mean, std):
     """Augment a batch of uint8 images, forward, backward, optimizer step (pure)."""
@@ -241,8 +258,12 @@ class Trainer:
     """Compiles the step and the evaluation ahead of time (``compiler_options``: XLA
     options for both, e.g. FAST_COMPILE)."""
     order = self.epoch_order(rng)
-    self._step = self._step.lower(self.state, self.data, order, 0, rng).compile(
-        compiler_options)
+    if self.epoch_loop == 'device':
+      self._epoch = self._epoch.lower(self.state, self.data, order, rng).compile(
+          compiler_options)
+    else:
+      self._step = self._step.lower(self.state, self.data, order, 0, rng).compile(
+          compiler_options)
     self._evaluate = self._evaluate.lower(self.state, self.data).compile(compiler_options)
 
   def epoch_order(self, rng) -> jax.Array:
@@ -259,6 +280,11 @@ class Trainer:
     """One pass over the training set; returns the loss of every step (None if
     ``should_stop()`` became true on the way)."""
     order = self.epoch_order(rng)
+    if self.epoch_loop == 'device':
+      if should_stop():
+        return None
+      self.state, losses = self._epoch(self.state, self.data, order, rng)
+      return np.asarray(losses)
     losses = []
     for step in range(self.steps_per_epoch):
       if should_stop():
@@ -305,7 +331,8 @@ class ChildEvaluator:
       child.result['params'] = models.count_params(model)
       steps_per_epoch = len(data.train_labels) // config.batch_size
       child.trainer = Trainer(model, early_stop_optimizer(config.early_stop, steps_per_epoch),
-                              data, mesh, config.batch_size, dtype)
+                              data, mesh, config.batch_size, dtype,
+                              epoch_loop=config.epoch_loop)
       child.trainer.compile(jax.random.key(config.seed),
                             FAST_COMPILE if config.fast_compile else None)
     child.result['prepare_seconds'] = time.perf_counter() - start

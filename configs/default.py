@@ -65,6 +65,12 @@ def get_config():
   # a small child on the CPU, some three times slower steps (our choice: on only where
   # children train for seconds, as in the quickstart).
   config.fast_compile = False
+  # How a child's epoch runs: 'host' (a Python loop, one dispatched step per batch) or
+  # 'device' (one lax.scan over the epoch). Our choice is 'host': on XLA:CPU the scan
+  # trained 13 times slower (README, Performance); on a GPU, where 'device' spares
+  # ~2,100 host dispatches per child, it is still to be measured
+  # (experiments/gpu_session.sh).
+  config.epoch_loop = 'host'
   # The block to train in 'train'/'transfer_imagenet' mode: a best_block.json path, a
   # search workdir, or inline codes as JSON text.
   config.block = ''

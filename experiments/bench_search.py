@@ -56,6 +56,7 @@ _CHILDREN_PER_DEVICE = flags.DEFINE_integer('children_per_device', 1,
                                             'config.children_per_device')
 _COMPILE_AHEAD = flags.DEFINE_integer('compile_ahead', 1, 'config.compile_ahead (0 = serial)')
 _FAST_COMPILE = flags.DEFINE_bool('fast_compile', False, 'config.fast_compile')
+_EPOCH_LOOP = flags.DEFINE_enum('epoch_loop', 'host', ['host', 'device'], 'config.epoch_loop')
 
 
 def child_stream(count: int, max_layers: int) -> list[nsc.Block]:
@@ -117,6 +118,7 @@ def make_config():
   config.children_per_device = _CHILDREN_PER_DEVICE.value
   config.compile_ahead = _COMPILE_AHEAD.value
   config.fast_compile = _FAST_COMPILE.value
+  config.epoch_loop = _EPOCH_LOOP.value
   config.compilation_cache_dir = _CACHE.value or tempfile.mkdtemp(prefix='jax_cache_')
   return config
 
@@ -171,6 +173,7 @@ def main(argv):
       'repeats': config.model.repeats, 'dtype': config.dtype, 'dataset': config.dataset,
       'children_per_device': config.children_per_device,
       'compile_ahead': config.compile_ahead, 'fast_compile': config.fast_compile,
+      'epoch_loop': config.epoch_loop,
       'compilation_cache_dir': config.compilation_cache_dir, 'hardware': hardware(),
   }))
 

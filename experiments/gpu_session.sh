@@ -3,7 +3,7 @@
 # minutes on one H100/H200: each step's status, time and JSON lines in $OUT/summary.txt,
 # its whole output in $OUT/logs.txt (two files: the device tool returns at most eight):
 #   - bench_search serial (cold, then warm cache), pipelined, 2 and 4 children per device,
-#     float32 and bfloat16, on the same device;
+#     the epoch as one device-side scan, float32 and bfloat16, on the same device;
 #   - the PyTorch peer on the same three reference blocks and template;
 #   - the medium block in bfloat16 with jax_debug_nans, to find where its NaN starts.
 # Sized to fit: 4 children and 2 epochs (the per-epoch time gives the 12-epoch figure:
@@ -57,6 +57,7 @@ measure serial_warm python3 experiments/bench_search.py $SIZE --compile_ahead=0 
 measure pipelined python3 experiments/bench_search.py $SIZE --compile_ahead=1 --compilation_cache_dir="$CACHE"
 measure per_device_2 python3 experiments/bench_search.py $SIZE --children_per_device=2 --compilation_cache_dir="$CACHE"
 measure per_device_4 python3 experiments/bench_search.py $SIZE --children_per_device=4 --compilation_cache_dir="$CACHE"
+measure device_loop python3 experiments/bench_search.py $SIZE --epoch_loop=device --compile_ahead=1 --compilation_cache_dir="$CACHE"
 measure bfloat16 python3 experiments/bench_search.py $SIZE --dtype=bfloat16 --compile_ahead=1 --compilation_cache_dir="$CACHE"
 PEER_SCRIPT=.peer/torch_child.py
 [ -f "$PEER_SCRIPT" ] || PEER_SCRIPT=../shared/peers/torch_child.py

@@ -49,6 +49,8 @@ def tiny_search_config():
     ('batch_size', 6, 'config.batch_size=6 is not allowed: a multiple of the 4 devices'),
     ('children_per_device', 0, 'config.children_per_device=0 is not allowed: an integer >= 1'),
     ('compile_ahead', -1, 'config.compile_ahead=-1 is not allowed: an integer >= 0'),
+    ('epoch_loop', 'scan', "config.epoch_loop='scan' is not allowed: one of ('host', "
+     "'device')"),
     ('distributed.num_processes', 2, "config.distributed.coordinator_address='' is not "
      "allowed: host:port of process 0 (or 'auto') when distributed.num_processes=2"),
     ('distributed.coordinator_address', 'auto', "only transfer_imagenet runs over several "

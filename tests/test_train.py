@@ -66,6 +66,47 @@ def test_one_and_four_devices_give_the_same_loss_and_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_the_device_side_epoch_loop_trains_as_the_host_loop_does():
+  """epoch_loop='device' (one lax.scan per epoch) takes the same steps on the same batches
+  with the same randomness as the host's loop: the same losses and parameters."""
+  config = digits_config(max_train_examples=256, batch_size=64)
+  mesh = train.make_mesh()
+  data = train.device_data(config, mesh)
+  trained = {}
+  for loop in train.EPOCH_LOOPS:
+    model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+                                 in_channels=1, seed=0)
+    trainer = train.Trainer(model, optax.adam(1e-2), data, mesh, config.batch_size,
+                            np.float32, epoch_loop=loop)
+    trainer.compile(jax.random.key(0))
+    losses = [trainer.train_epoch(jax.random.key(epoch)) for epoch in range(2)]
+    trained[loop] = (np.concatenate(losses), jax.tree.map(np.asarray, trainer.state))
+  (host_losses, host_state), (device_losses, device_state) = trained.values()
+  assert host_losses.shape == (2 * 256 // 64,) and host_losses[-1] < host_losses[0]
+  np.testing.assert_allclose(device_losses, host_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(host_state), jax.tree.leaves(device_state)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="epoch_loop='scan' is unknown"):
+    train.Trainer(model, optax.adam(1e-2), data, mesh, 64, np.float32, epoch_loop='scan')
+
+
+def test_a_search_child_runs_the_epoch_loop_its_config_names(monkeypatch):
+  epochs_on_device = []
+  train_epoch = train.Trainer._train_epoch
+
+  def watched(self, *args):
+    epochs_on_device.append(self.steps_per_epoch)  # traced once, when compiled
+    return train_epoch(self, *args)
+
+  monkeypatch.setattr(train.Trainer, '_train_epoch', watched)
+  config = digits_config(max_train_examples=256, batch_size=64, epoch_loop='device')
+  assert train.evaluate_block(SMALL, config)['status'] == 'ok'
+  assert epochs_on_device == [4]
+  assert train.evaluate_block(SMALL, digits_config(max_train_examples=256,
+                                                   batch_size=64))['status'] == 'ok'
+  assert epochs_on_device == [4]  # the default, 'host', never builds the scan
+
+
 def test_evaluate_block_reports_scores_costs_and_times():
   result = train.evaluate_block(SMALL, digits_config())
   assert result['status'] == 'ok', result
