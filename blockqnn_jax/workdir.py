@@ -54,8 +54,9 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
   """Records the config in ``workdir/config.json``; refuses a workdir made by another one.
 
   Only ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the ``ray``
-  and ``distributed`` settings (how the work is spread, not what is computed) may change
-  between runs of one search.
+  and ``distributed`` settings (how the work is spread, not what is computed), and the
+  ``train`` and ``transfer`` recipes (which a search does not read; ``transfer.workers``
+  defaults to the machine's cores) may change between runs of one search.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   current = flatten(json.loads(config.to_json()))
@@ -74,7 +75,7 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
 
 def _may_change(key: str) -> bool:
   return key in ('executor', 'children_per_device', 'compilation_cache_dir') or (
-      key.startswith(('ray.', 'distributed.')))
+      key.startswith(('ray.', 'distributed.', 'train.', 'transfer.')))
 
 
 def flatten(tree: dict, prefix: str = '') -> dict:

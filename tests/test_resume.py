@@ -139,6 +139,10 @@ def test_a_finished_search_resumes_to_nothing_to_do(tmp_path):
 
 def test_a_workdir_of_another_config_is_refused_unless_allowed(tmp_path):
   search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
+  elsewhere = resume_config()  # another machine: other cores, the same search
+  elsewhere.transfer.workers, elsewhere.ray.max_in_flight = 7, 3
+  assert search.run_search(elsewhere, str(tmp_path), CountingEvaluator())[
+      'blocks_sampled'] == 36
   changed = resume_config()
   changed.search.max_layers = 7
   with pytest.raises(workdir_lib.ConfigMismatchError, match='search.max_layers: 5 -> 7'):
