@@ -64,6 +64,7 @@ def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(config, workdir, allow_config_change)
     run = _SearchRun(config, workdir, evaluate_fn)
+    workdir_lib.record_config(config, workdir)
     try:
       with _stop_request_on_sigterm() as stop_requested:
         run.loop(stop_requested)

@@ -51,7 +51,7 @@ def locked(workdir: str, process_index: int = 0):
 
 
 def check_config(config, workdir: str, allow_config_change: bool) -> None:
-  """Records the config in ``workdir/config.json``; refuses a workdir made by another one.
+  """Refuses a workdir whose ``config.json`` (``record_config``) holds another config.
 
   Only ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the ``ray``
   and ``distributed`` settings (how the work is spread, not what is computed), and the
@@ -70,7 +70,13 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
       raise ConfigMismatchError(
           f'{workdir} holds a search made with another config ({diff}); use a new '
           '--workdir, or --allow_config_change to continue it anyway')
-  files.write_json_atomic(path, current)
+
+
+def record_config(config, workdir: str) -> None:
+  """``workdir/config.json``: the config the search now runs with (written once the
+  search has started from the workdir's state, so a refused start changes nothing)."""
+  files.write_json_atomic(os.path.join(workdir, CONFIG_FILE),
+                          flatten(json.loads(config.to_json())))
 
 
 def _may_change(key: str) -> bool:

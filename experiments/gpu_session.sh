@@ -29,12 +29,12 @@ if [ "${SCALE:-gpu}" = cpu ]; then
   SIZE="--children=3 --epochs=1 --max_train_examples=256 --filters=8 --repeats=1 --batch_size=64 --dataset=synthetic"
   CHILD="--epochs=1 --max_train_examples=256 --batch_size=64"
   PEER="--epochs 1 --train 256 --val 256 --batch 64 --no-compile"
-  LIMIT=300
+  BUDGET=${BUDGET:-900}
 else
   SIZE="--children=4 --epochs=2 --dataset=synthetic"
-  CHILD="--epochs=3"
+  CHILD="--epochs=1"
   PEER="--epochs 2"
-  LIMIT=150
+  BUDGET=${BUDGET:-540}  # seconds: the device tool's 600 s limit, less start-up
 fi
 CACHE=/tmp/gpu_session_jax_cache  # outside $OUT: thousands of files
 rm -rf "$CACHE"
@@ -43,8 +43,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
 
 measure() {  # NAME COMMAND...: its status, wall time and JSON lines into summary.txt
   local name=$1; shift
-  local start=$SECONDS status
-  timeout "$LIMIT" "$@" > /tmp/gpu_session_step.log 2>&1
+  local start=$SECONDS status left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    echo "$name skipped: the ${BUDGET} s budget is spent" >> "$OUT/summary.txt"
+    return
+  fi
+  timeout "$left" "$@" > /tmp/gpu_session_step.log 2>&1
   status=$?
   echo "$name rc=$status $((SECONDS - start))s" >> "$OUT/summary.txt"
   grep '^{' /tmp/gpu_session_step.log >> "$OUT/summary.txt" ||
@@ -52,15 +56,17 @@ measure() {  # NAME COMMAND...: its status, wall time and JSON lines into summar
   { echo "=== $name: $*"; cat /tmp/gpu_session_step.log; } >> "$OUT/logs.txt"
 }
 
-measure serial_cold python3 experiments/bench_search.py $SIZE --compile_ahead=0 --compilation_cache_dir="$CACHE"
-measure serial_warm python3 experiments/bench_search.py $SIZE --compile_ahead=0 --compilation_cache_dir="$CACHE"
-measure pipelined python3 experiments/bench_search.py $SIZE --compile_ahead=1 --compilation_cache_dir="$CACHE"
-measure per_device_2 python3 experiments/bench_search.py $SIZE --children_per_device=2 --compilation_cache_dir="$CACHE"
-measure per_device_4 python3 experiments/bench_search.py $SIZE --children_per_device=4 --compilation_cache_dir="$CACHE"
-measure device_loop python3 experiments/bench_search.py $SIZE --epoch_loop=device --compile_ahead=1 --compilation_cache_dir="$CACHE"
-measure bfloat16 python3 experiments/bench_search.py $SIZE --dtype=bfloat16 --compile_ahead=1 --compilation_cache_dir="$CACHE"
+# Most wanted first: a step that would overrun the budget is cut, and the rest skipped.
+BENCH="python3 experiments/bench_search.py $SIZE --compilation_cache_dir=$CACHE"
 PEER_SCRIPT=.peer/torch_child.py
 [ -f "$PEER_SCRIPT" ] || PEER_SCRIPT=../shared/peers/torch_child.py
+measure serial_cold $BENCH --compile_ahead=0
+measure serial_warm $BENCH --compile_ahead=0
+measure pipelined $BENCH --compile_ahead=1
 measure torch_peer python3 "$PEER_SCRIPT" --blocks small,medium,deep $PEER
 measure bfloat16_nans env JAX_DEBUG_NANS=True python3 experiments/bench_child.py --blocks=medium --dtype=bfloat16 $CHILD
+measure per_device_2 $BENCH --children_per_device=2
+measure bfloat16 $BENCH --dtype=bfloat16 --compile_ahead=1
+measure device_loop $BENCH --epoch_loop=device --compile_ahead=1
+measure per_device_4 $BENCH --children_per_device=4
 cat "$OUT/summary.txt"

@@ -149,6 +149,9 @@ def test_a_workdir_of_another_config_is_refused_unless_allowed(tmp_path):
     search.run_search(changed, str(tmp_path), CountingEvaluator())
   with pytest.raises(ValueError, match='searched max_layers=5, not 7'):
     search.run_search(changed, str(tmp_path), CountingEvaluator(), allow_config_change=True)
+  # Neither refused start touched the workdir: the search's own config still resumes it.
+  assert search.run_search(resume_config(), str(tmp_path), CountingEvaluator())[
+      'blocks_sampled'] == 36
   changed = resume_config()
   changed.search.epsilon_schedule = ((1.0, 2), (0.5, 2), (0.1, 3))  # one more iteration
   summary = search.run_search(changed, str(tmp_path), CountingEvaluator(),
