@@ -264,8 +264,11 @@ class EvalInput:
     """One pass over the split, ``self.steps`` batches of ``channels``-channel images."""
     dataset = self.records.map(functools.partial(eval_example, size=self.image_size))
     iterator = iter(_in_workers(process_batches(dataset, self.batch_size), self.workers))
-    for _ in range(self.steps):
-      yield self._padded(next(iterator, None), channels)
+    try:
+      for _ in range(self.steps):
+        yield self._padded(next(iterator, None), channels)
+    finally:
+      iterator.close()  # ends its worker processes and frees their shared memory
 
 
 def channel_statistics(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:

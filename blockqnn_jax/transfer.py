@@ -108,7 +108,10 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
       channels=channels, steps_per_epoch=train_input.steps_per_epoch,
       augment=device_augmenter(recipe))
   runner = StreamingRunner(trainer, train_input, eval_input, mean, std)
-  history = train_final.fit(runner, config, recipe, workdir, schedule)
+  try:
+    history = train_final.fit(runner, config, recipe, workdir, schedule)
+  finally:
+    train_input.iterator.close()  # ends its worker processes and frees their shared memory
   return train_final.write_summary(
       workdir, config, recipe, block, model, model_config, history, num_classes=num_classes,
       image_shape=(size, size, channels), mean=mean, std=std)

@@ -23,7 +23,7 @@ FLAGS = ['--config=configs/cifar10.py:smoke', '--config.mode=transfer_imagenet',
          '--config.transfer.image_size=32', '--config.transfer.max_eval_examples=64',
          '--config.max_train_examples=128', '--config.transfer.batch_size=32',
          '--config.transfer.epochs=2', '--config.transfer.warmup_epochs=1',
-         '--config.transfer.workers=0', '--config.transfer.checkpoint_every_seconds=0']
+         '--config.transfer.checkpoint_every_seconds=0']
 
 
 def free_port() -> int:
@@ -32,8 +32,10 @@ def free_port() -> int:
     return sock.getsockname()[1]
 
 
-def launch(workdir, processes: int, devices_per_process: int, crash_after_save: int = 0):
-  """Runs the job's ``processes`` commands at once; returns their exit statuses."""
+def launch(workdir, processes: int, devices_per_process: int, crash_after_save: int = 0,
+           workers: int = 0):
+  """Runs the job's ``processes`` commands at once (``workers`` Grain worker processes
+  each); returns their exit statuses and outputs."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices_per_process}'}
   if crash_after_save:
@@ -42,6 +44,7 @@ def launch(workdir, processes: int, devices_per_process: int, crash_after_save: 
       f'--config.distributed.coordinator_address=localhost:{free_port()}',
       f'--config.distributed.num_processes={processes}']
   commands = [[sys.executable, 'tests/multihost_driver.py', *FLAGS, *job,
+                f'--config.transfer.workers={workers}',
                f'--workdir={workdir}'] + ([f'--config.distributed.process_id={i}'] if job else [])
               for i in range(processes)]
   running = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -54,7 +57,8 @@ def launch(workdir, processes: int, devices_per_process: int, crash_after_save: 
                     reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
 def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
   one, two = tmp_path / 'one', tmp_path / 'two'
-  statuses, outputs = launch(one, processes=1, devices_per_process=2)
+  # One Grain worker process here, none in the two-process job: the data are the same.
+  statuses, outputs = launch(one, processes=1, devices_per_process=2, workers=1)
   assert statuses == [0], outputs
   # Both processes die right after the checkpoint in the middle of epoch 2.
   crash_step = STEPS_PER_EPOCH + 2
