@@ -7,8 +7,9 @@ formats (PNG) with Pillow, resizing is OpenCV's (README, Performance: the measur
 behind these choices). Decoding and augmentation run in ``workers`` Grain processes.
 
 Training: Inception-style random-resized crop and horizontal flip, random per (seed,
-epoch, index) so runs are reproducible; the iterator's state goes into the training
-checkpoint, so a resumed run reads exactly the batches an uninterrupted one would.
+epoch, index) so runs are reproducible; every batch is a pure function of its position in
+the run, so the position the training checkpoint holds (epoch and step) restores the
+iterator, and a resumed run reads exactly the batches an uninterrupted one would.
 Evaluation: the shorter side resized to ``image_size / 0.875``, then the centre crop.
 Each JAX process reads its own part of every batch; batches are assembled into global arrays sharded
 over the mesh's 'data' axis and put on the devices a couple of steps ahead.
@@ -212,12 +213,13 @@ def _in_workers(dataset: grain.MapDataset, workers: int) -> grain.IterDataset:
 
 
 class TrainInput:
-  """All epochs' training batches (images, labels) as one checkpointable iterator.
+  """All epochs' training batches (images, labels), each a pure function of its position.
 
   Epoch ``e`` is the split shuffled with seed ``seed + e``, cut to whole global batches,
   of which this process reads its part (``process_batches``); the random map's generator
   derives from ``seed`` and the element's position in the run, i.e. (seed, epoch, index),
-  the same whichever process reads it."""
+  the same whichever process reads it. So the iterator's state is its position: a
+  checkpoint's step restores it exactly, with any number of workers or hosts."""
 
   def __init__(self, source, *, batch_size: int, image_size: int, epochs: int, seed: int,
                mesh, workers: int, limit: int = 0):
@@ -229,12 +231,16 @@ class TrainInput:
         [records.shuffle(seed=(seed + epoch) % 2**32)[:used] for epoch in range(epochs)])
     stream = stream.random_map(functools.partial(train_example, size=image_size),
                                seed=seed % 2**32)
-    batches = _in_workers(process_batches(stream, batch_size), workers)
-    sharding = NamedSharding(mesh, P('data'))
-    batches = batches.map(lambda batch: tuple(
-        jax.make_array_from_process_local_data(sharding, batch[key])
-        for key in ('image', 'label')))
-    self.iterator = iter(grain.experimental.ThreadPrefetchIterDataset(
+    self.batches = process_batches(stream, batch_size)
+    self.workers, self.sharding = workers, NamedSharding(mesh, P('data'))
+
+  def iterator(self, position: int = 0) -> grain.DatasetIterator:
+    """The run's batches from batch ``position`` on, as global arrays put on the devices
+    ``DEVICE_PREFETCH`` ahead; close it when done (it ends the worker processes)."""
+    batches = _in_workers(self.batches[position:], self.workers).map(
+        lambda batch: tuple(jax.make_array_from_process_local_data(self.sharding, batch[key])
+                            for key in ('image', 'label')))
+    return iter(grain.experimental.ThreadPrefetchIterDataset(
         batches, prefetch_buffer_size=DEVICE_PREFETCH))
 
 

@@ -139,18 +139,15 @@ class InMemoryRunner:
 
 def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   """Trains ``runner.trainer`` for ``recipe.epochs`` with checkpoints and resume;
-  returns the per-epoch history (loss, learning rate, evaluation metrics). A runner with a
-  ``checkpoint_items()`` method adds its (save, restore) Orbax items to every checkpoint."""
+  returns the per-epoch history (loss, learning rate, evaluation metrics)."""
   trainer, steps_per_epoch = runner.trainer, runner.steps_per_epoch
-  save_items, restore_items = (runner.checkpoint_items()
-                               if hasattr(runner, 'checkpoint_items') else ({}, {}))
   manager = _checkpoint_manager(workdir)
   epoch, step, history, epoch_losses = 0, 0, [], []
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                                     trainer.state)),
-        meta=ocp.args.JsonRestore(), **restore_items))
+        meta=ocp.args.JsonRestore()))
     trainer.state = restored['state']
     epoch, step, history = (restored['meta']['epoch'], restored['meta']['step'],
                             restored['meta']['history'])
@@ -162,8 +159,7 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     manager.save(epoch * steps_per_epoch + step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(trainer.state),
         meta=ocp.args.JsonSave({'epoch': epoch, 'step': step, 'history': history,
-                                'epoch_losses': [float(x) for x in losses]}),
-        **save_items))
+                                'epoch_losses': [float(x) for x in losses]})))
     manager.wait_until_finished()
 
   # Process 0 alone writes TensorBoard events (every process has the same history).

@@ -14,15 +14,15 @@ classification dataset) or the directory of a prepared TFDS dataset (read with
 The input pipeline is ``imagenet_input`` (Grain): worker processes
 (``config.transfer.workers``) decode and augment (random-resized crop and flip for
 training, centre crop for evaluation) on the host, so the trainer's device-side crop and
-flip are off; its iterator state is saved in the training checkpoint, so a resumed run
-reads the batches an uninterrupted one would. Nothing holds the dataset in memory.
+flip are off; a batch is a pure function of its position in the run, so the training
+checkpoint's epoch and step restore the iterator, and a resumed run reads the batches an
+uninterrupted one would. Nothing holds the dataset in memory.
 """
 
 from __future__ import annotations
 
 import os
 
-import grain
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -52,21 +52,24 @@ class StreamingRunner:
     self.channels = len(mean)
     self.mean, self.std = jax.device_put((mean, std), replicated)
     self.steps_per_epoch = train_input.steps_per_epoch
+    self.batches = None  # the training iterator, started by the run's first epoch
     self._update = jax.jit(trainer.update, donate_argnums=0)
     self._hits = jax.jit(trainer.hits)
 
-  def checkpoint_items(self) -> tuple[dict, dict]:
-    """Orbax items to save and restore beside the training state: the training
-    iterator's position (one file per process, Grain's handler)."""
-    iterator = self.train_input.iterator
-    return ({'input': grain.checkpoint.CheckpointSave(iterator)},
-            {'input': grain.checkpoint.CheckpointRestore(iterator)})
-
   def start_epoch(self, epoch: int, rng, start_step: int) -> None:
-    del epoch, rng, start_step  # one iterator runs through all epochs; fit restores it
+    """The run's first epoch (fresh, or resumed from a checkpoint's epoch and step)
+    starts the one iterator that then runs through every later epoch."""
+    del rng
+    if self.batches is None:
+      self.batches = self.train_input.iterator(epoch * self.steps_per_epoch + start_step)
+
+  def close(self) -> None:
+    """Ends the training iterator's worker processes and frees their shared memory."""
+    if self.batches is not None:
+      self.batches.close()
 
   def step(self, step: int, rng):
-    images, labels = next(self.train_input.iterator)
+    images, labels = next(self.batches)
     self.trainer.state, loss = self._update(self.trainer.state, images, labels,
                                             jax.random.fold_in(rng, step), self.mean,
                                             self.std)
@@ -111,7 +114,7 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   try:
     history = train_final.fit(runner, config, recipe, workdir, schedule)
   finally:
-    train_input.iterator.close()  # ends its worker processes and frees their shared memory
+    runner.close()
   return train_final.write_summary(
       workdir, config, recipe, block, model, model_config, history, num_classes=num_classes,
       image_shape=(size, size, channels), mean=mean, std=std)

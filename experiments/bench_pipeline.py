@@ -75,11 +75,13 @@ def main(argv):
   train_input = imagenet_input.TrainInput(
       source, batch_size=_BATCH.value, image_size=_IMAGE_SIZE.value, epochs=epochs, seed=0,
       mesh=train.make_mesh(), workers=_WORKERS.value)
-  next(train_input.iterator)[0].block_until_ready()
+  batches = train_input.iterator()
+  next(batches)[0].block_until_ready()
   start = time.perf_counter()
   for _ in range(_BATCHES.value):
-    next(train_input.iterator)[0].block_until_ready()
+    next(batches)[0].block_until_ready()
   seconds = time.perf_counter() - start
+  batches.close()
   images_per_second = _BATCHES.value * _BATCH.value / seconds
   print(json.dumps({
       'hardware': f'{os.cpu_count()} CPUs ({platform.machine()}), {jax.devices()[0].platform}',

@@ -57,22 +57,19 @@ def launch(workdir, processes: int, devices_per_process: int, crash_after_save: 
                     reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
 def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
   one, two = tmp_path / 'one', tmp_path / 'two'
-  # One Grain worker process here, none in the two-process job: the data are the same.
-  statuses, outputs = launch(one, processes=1, devices_per_process=2, workers=1)
+  statuses, outputs = launch(one, processes=1, devices_per_process=2)
   assert statuses == [0], outputs
-  # Both processes die right after the checkpoint in the middle of epoch 2.
+  # Both processes die right after the checkpoint in the middle of epoch 2, then resume
+  # it with a Grain worker process each (as on a machine with other cores): the worker
+  # count changes nothing, since a batch is a pure function of its position.
   crash_step = STEPS_PER_EPOCH + 2
   statuses, outputs = launch(two, 2, 1, crash_after_save=crash_step)
   assert statuses == [CRASH_EXIT_STATUS] * 2, outputs
   assert not (two / 'final.json').exists()
-  statuses, outputs = launch(two, 2, 1)
+  statuses, outputs = launch(two, 2, 1, workers=1)
   assert statuses == [0, 0], outputs
   assert 'top1_accuracy' in outputs[0] and 'top1_accuracy' not in outputs[1]  # 0 reports
-
   assert 'resuming from epoch 2, step 2' in outputs[0]
-  last = two / 'checkpoints' / str(2 * STEPS_PER_EPOCH) / 'input'  # each its input state
-  assert sorted(os.listdir(last)) == [
-      'commit_success.txt', 'process_0-of-2.json', 'process_1-of-2.json']
   alone, joint = (json.loads((w / 'final.json').read_text()) for w in (one, two))
   # The same global batches, so the same run up to the order of floating-point sums.
   assert [h['epoch'] for h in joint['history']] == [1, 2]

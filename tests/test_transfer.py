@@ -47,14 +47,14 @@ def final_params(workdir):
 
 
 def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
-  restored = []
-  restore = grain.checkpoint.CheckpointHandler.restore
+  started_at = []  # the position each run's training iterator started from
+  iterator = imagenet_input.TrainInput.iterator
 
-  def watched_restore(self, directory, *args, **kwargs):
-    restored.append(os.path.basename(os.path.dirname(directory)))
-    return restore(self, directory, *args, **kwargs)
+  def watched_iterator(self, position=0):
+    started_at.append(position)
+    return iterator(self, position)
 
-  monkeypatch.setattr(grain.checkpoint.CheckpointHandler, 'restore', watched_restore)
+  monkeypatch.setattr(imagenet_input.TrainInput, 'iterator', watched_iterator)
   with tfds.testing.mock_data(num_examples=160):
     config = transfer_config()
     check_config.check_config(config)
@@ -73,11 +73,11 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
   assert saves == [4]  # 128 images / 32 per batch
   assert parts['top1_accuracy'] == whole['top1_accuracy']
   assert parts['top5_accuracy'] == whole['top5_accuracy']
-  # Killed after the checkpoint at step 2 of epoch 2; the rerun reads on from batch 2,
-  # with the input iterator restored from that checkpoint.
+  # Killed after the checkpoint at step 2 of epoch 2; the rerun reads on from batch 2:
+  # the input iterator starts where the checkpoint says (whole, parts twice, mid twice).
   assert mid['steps_per_epoch'] == 4 and mid['saved'][-1] == 6
   assert mid['starts'] == [(1, 2)] and mid['steps'] == [6, 7]
-  assert restored == ['4', '6']
+  assert started_at == [0, 0, 4, 0, 6]
   assert mid['summary']['top5_accuracy'] == whole['top5_accuracy']
   assert mid['summary']['top1_accuracy'] == whole['top1_accuracy']
   for other in ('parts', 'mid'):
@@ -224,24 +224,31 @@ def test_each_process_feeds_its_own_part_of_every_global_batch(monkeypatch):
 
 
 def test_worker_processes_give_the_batches_of_the_training_process():
-  """Real Grain worker processes: the same batches, in order, as in-process decoding."""
+  """Real Grain worker processes: the same batches, in order, as in-process decoding; and
+  a run resumed at a position reads on exactly, whatever its number of workers."""
   rng = np.random.default_rng(0)
   source = [{'image': encoded(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), 'PNG'),
              'label': i} for i in range(24)]
 
-  def batches(workers):
+  def batches(workers, position=0):
     train_input = imagenet_input.TrainInput(
         source, batch_size=8, image_size=16, epochs=2, seed=5, mesh=train.make_mesh(),
         workers=workers)
     assert train_input.steps_per_epoch == 3
-    return [[np.asarray(x) for x in batch] for batch in train_input.iterator]
+    iterator = train_input.iterator(position)
+    read = [[np.asarray(x) for x in batch] for batch in iterator]
+    iterator.close()
+    return read
 
-  in_process, in_workers = batches(0), batches(2)
+  in_process = batches(0)
   assert len(in_process) == 6
   first_epoch = np.concatenate([labels for _, labels in in_process[:3]])
   second_epoch = np.concatenate([labels for _, labels in in_process[3:]])
   assert sorted(first_epoch) == sorted(second_epoch) == list(range(24))
   assert first_epoch.tolist() != second_epoch.tolist()  # reshuffled each epoch
-  for (images, labels), (worker_images, worker_labels) in zip(in_process, in_workers):
-    np.testing.assert_array_equal(images, worker_images)
-    np.testing.assert_array_equal(labels, worker_labels)
+  for expected, read in [(in_process, batches(2)), (in_process[4:], batches(0, 4)),
+                         (in_process[4:], batches(1, 4))]:
+    assert len(read) == len(expected)
+    for (images, labels), (read_images, read_labels) in zip(expected, read):
+      np.testing.assert_array_equal(read_images, images)
+      np.testing.assert_array_equal(read_labels, labels)
