@@ -180,6 +180,11 @@ def eval_example(record: dict, size: int) -> dict:
           'label': np.int32(record['label'])}
 
 
+def first_records(source, limit: int) -> grain.MapDataset:
+  """The first ``limit`` records of ``source`` (0 = all): the cap of a quick run."""
+  return grain.MapDataset.source(source)[:limit or len(source)]
+
+
 def process_batches(dataset: grain.MapDataset, batch_size: int) -> grain.MapDataset:
   """This process's part of each global batch of ``dataset``, in order.
 
@@ -223,9 +228,9 @@ class TrainInput:
 
   def __init__(self, source, *, batch_size: int, image_size: int, epochs: int, seed: int,
                mesh, workers: int, limit: int = 0):
-    self.count = min(len(source), limit) if limit else len(source)
+    records = first_records(source, limit)
+    self.count = len(records)
     self.steps_per_epoch = self.count // batch_size
-    records = grain.MapDataset.source(source)[:self.count]
     used = self.steps_per_epoch * batch_size  # whole global batches
     stream = grain.MapDataset.concatenate(
         [records.shuffle(seed=(seed + epoch) % 2**32)[:used] for epoch in range(epochs)])
@@ -251,7 +256,7 @@ class EvalInput:
   def __init__(self, source, *, batch_size: int, image_size: int, mesh, workers: int,
                limit: int = 0):
     self.local_batch = _local_batch_size(batch_size)
-    self.records = grain.MapDataset.source(source)[:min(len(source), limit or len(source))]
+    self.records = first_records(source, limit)
     self.batch_size, self.image_size, self.workers = batch_size, image_size, workers
     self.sharding = NamedSharding(mesh, P('data'))
     self.steps = -(-len(self.records) // batch_size)

@@ -102,13 +102,15 @@ def final_model_config(config, recipe):
   return model_config
 
 
-def augmenter(recipe):
-  """Crop + flip, with cutout when `recipe.cutout` is set."""
+def augmenter(recipe, crop_and_flip: bool = True):
+  """The trainer's on-device augmentation: crop + flip (unless an input pipeline did them
+  on the host), then cutout when ``recipe.cutout`` is set."""
+  crop = data_lib.augment if crop_and_flip else (lambda rng, images: images)
   if not recipe.cutout:
-    return data_lib.augment
+    return crop
   def augment(rng, images):
     crop_rng, cutout_rng = jax.random.split(rng)
-    return data_lib.cutout(cutout_rng, data_lib.augment(crop_rng, images), recipe.cutout)
+    return data_lib.cutout(cutout_rng, crop(crop_rng, images), recipe.cutout)
   return augment
 
 
@@ -218,17 +220,17 @@ def write_summary(workdir: str, config, recipe, block, model, model_config, hist
 
 
 def build_trainer(config, recipe, block, model_config, mesh, data, *, num_classes: int,
-                  channels: int, steps_per_epoch: int, augment=None):
+                  channels: int, steps_per_epoch: int, crop_and_flip: bool = True):
   """The network around ``block`` and its trainer with ``recipe`` (config.train or
-  config.transfer) and ``augment`` (default ``augmenter(recipe)``); returns (model,
-  trainer, learning-rate schedule)."""
+  config.transfer) and ``augmenter(recipe, crop_and_flip)``; returns (model, trainer,
+  learning-rate schedule)."""
   dtype = train.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
   schedule = learning_rate_schedule(recipe, steps_per_epoch)
   tx = sgd_optimizer(recipe, schedule)
   trainer = train.Trainer(model, tx, data, mesh, recipe.batch_size, dtype,
-                          augment=augment or augmenter(recipe),
+                          augment=augmenter(recipe, crop_and_flip),
                           label_smoothing=recipe.label_smoothing)
   return model, trainer, schedule
 

@@ -27,19 +27,10 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from blockqnn_jax import data as data_lib
 from blockqnn_jax import files
 from blockqnn_jax import imagenet_input
 from blockqnn_jax import train
 from blockqnn_jax import train_final
-
-
-def device_augmenter(recipe):
-  """The trainer's augmentation for transfer: the input pipeline has cropped and flipped
-  on the host, so only cutout (``recipe.cutout`` > 0) is left to the device."""
-  if not recipe.cutout:
-    return lambda rng, images: images
-  return lambda rng, images: data_lib.cutout(rng, images, recipe.cutout)
 
 
 class StreamingRunner:
@@ -92,13 +83,13 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   mesh = train.make_mesh()
   train.check_batch_size(recipe.batch_size, mesh)
   sources, num_classes = imagenet_input.open_dataset(config)
-  size, workers = config.transfer.image_size, config.transfer.workers
+  size, workers = recipe.image_size, recipe.workers
   train_input = imagenet_input.TrainInput(
       sources['train'], batch_size=recipe.batch_size, image_size=size, epochs=recipe.epochs,
       seed=config.seed, mesh=mesh, workers=workers, limit=config.max_train_examples)
   eval_input = imagenet_input.EvalInput(
       sources['eval'], batch_size=recipe.batch_size, image_size=size, mesh=mesh,
-      workers=workers, limit=config.transfer.max_eval_examples)
+      workers=workers, limit=recipe.max_eval_examples)
   if train_input.steps_per_epoch == 0:
     raise ValueError(f'transfer.batch_size={recipe.batch_size} is larger than the '
                      f'{train_input.count} training images')
@@ -109,7 +100,7 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
   model, trainer, schedule = train_final.build_trainer(
       config, recipe, block, model_config, mesh, None, num_classes=num_classes,
       channels=channels, steps_per_epoch=train_input.steps_per_epoch,
-      augment=device_augmenter(recipe))
+      crop_and_flip=False)  # done on the host by the input pipeline
   runner = StreamingRunner(trainer, train_input, eval_input, mean, std)
   try:
     history = train_final.fit(runner, config, recipe, workdir, schedule)

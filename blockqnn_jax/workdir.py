@@ -59,7 +59,7 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
   defaults to the machine's cores) may change between runs of one search.
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  current = flatten(json.loads(config.to_json()))
+  current = _flat_config(config)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -75,8 +75,11 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
 def record_config(config, workdir: str) -> None:
   """``workdir/config.json``: the config the search now runs with (written once the
   search has started from the workdir's state, so a refused start changes nothing)."""
-  files.write_json_atomic(os.path.join(workdir, CONFIG_FILE),
-                          flatten(json.loads(config.to_json())))
+  files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _flat_config(config))
+
+
+def _flat_config(config) -> dict:
+  return flatten(json.loads(config.to_json()))
 
 
 def _may_change(key: str) -> bool:
