@@ -4,7 +4,8 @@ XLA reads the flag when JAX first initialises, so it is set here, before any tes
 imports JAX.
 
 Tests that need CIFAR-10 skip where it is not prepared, with a skip reason naming
-'CIFAR-10'; with REQUIRE_CIFAR10=1 such a skip is a failure (see .ci/run).
+'CIFAR-10'; with REQUIRE_CIFAR10=1 such a skip is a failure (see .ci/run). Likewise tests
+that need the NAS-Bench-201 table ('NAS-Bench-201', REQUIRE_NASBENCH201=1).
 """
 
 import os
@@ -23,17 +24,30 @@ def _skip_reason(report) -> str:
   return str(longrepr)
 
 
+def _tfds_dir() -> str:
+  return f' (TFDS_DATA_DIR={os.environ.get("TFDS_DATA_DIR", "")!r})'
+
+
+# Environment variable -> the data a skip reason names, and where that data was looked for
+# (the NAS-Bench-201 test's skip reason names its path itself).
+_REQUIRED_DATA = {'REQUIRE_CIFAR10': ('CIFAR-10', _tfds_dir),
+                  'REQUIRE_NASBENCH201': ('NAS-Bench-201', lambda: '')}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
   """With REQUIRE_CIFAR10=1 (set by .ci/run where the shared CIFAR-10 is present), a test
   that skips for want of CIFAR-10 (its skip reason names 'CIFAR-10') fails instead: CI
-  must never pass while silently not running them."""
+  must never pass while silently not running them. REQUIRE_NASBENCH201=1 does the same for
+  'NAS-Bench-201' (the shared table)."""
   del item, call
   report = yield
-  if (os.environ.get('REQUIRE_CIFAR10') == '1' and report.skipped and
-      not hasattr(report, 'wasxfail') and 'CIFAR-10' in _skip_reason(report)):
-    report.outcome = 'failed'
-    report.longrepr = ('REQUIRE_CIFAR10=1, but this test skipped for want of CIFAR-10: '
-                       f'{_skip_reason(report)} (TFDS_DATA_DIR='
-                       f'{os.environ.get("TFDS_DATA_DIR", "")!r})')
+  if not report.skipped or hasattr(report, 'wasxfail'):
+    return report
+  for variable, (data, where) in _REQUIRED_DATA.items():
+    if os.environ.get(variable) == '1' and data in _skip_reason(report):
+      report.outcome = 'failed'
+      report.longrepr = (f'{variable}=1, but this test skipped for want of {data}: '
+                         f'{_skip_reason(report)}{where()}')
+      break
   return report

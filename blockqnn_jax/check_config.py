@@ -33,10 +33,12 @@ def _fail(field: str, value, allowed: str):
   raise ConfigError(f'config.{field}={value!r} is not allowed: {allowed}')
 
 
-def _check_int(config, field: str, minimum: int):
+def _check_int(config, field: str, minimum: int, maximum: int | None = None):
   value = _get(config, field)
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    _fail(field, value, f'an integer >= {minimum}')
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+      or (maximum is not None and value > maximum)):
+    _fail(field, value, f'an integer >= {minimum}' +
+          (f' and <= {maximum}' if maximum is not None else ''))
 
 
 def _check_number(config, field: str, low: float, high: float):
@@ -180,11 +182,15 @@ def check_config(config) -> None:
   _check_int(config, 'search.blocks_per_iteration', 1)
   _check_int(config, 'search.max_layers', 1)
   _check_number(config, 'search.learning_rate', 0.0, 1.0)
+  _check_number(config, 'search.learning_rate_decrease', 0.0, 1.0)
   _check_number(config, 'search.discount', 0.0, 1.0)
   _check_number(config, 'search.q_init', -1e9, 1e9)
   _check_int(config, 'search.replay_samples', 0)
   _check_choice(config, 'search.terminal_reward', agent.TERMINAL_REWARDS)
   _check_choice(config, 'search.exploration', agent.EXPLORATIONS)
+  _check_choice(config, 'search.update_order', agent.UPDATE_ORDERS)
+  _check_int(config, 'search.population_size', 1)
+  _check_int(config, 'search.tournament_size', 1, config.search.population_size)
   _check_number(config, 'reward.flops_weight', 0.0, 1e9)
   _check_number(config, 'reward.density_weight', 0.0, 1e9)
   _check_int(config, 'early_stop.epochs', 1)

@@ -302,7 +302,7 @@ class RayExecutor:
         self._replace(actor)
         if attempt < self.max_retries:
           logging.warning('worker died evaluating %s (attempt %d), retrying: %s',
-                          block.to_codes(), attempt + 1, error)
+                          key, attempt + 1, error)
           self.queue.appendleft((key, block, attempt + 1))
           self._launch()
           continue

@@ -13,7 +13,6 @@ import os
 
 from absl import logging
 
-from blockqnn_jax import nsc
 
 RESULTS_FILE = 'results.jsonl'
 
@@ -27,12 +26,12 @@ class DamagedLogError(ValueError):
                      (f': {advice}' if advice else ''))
 
 
-def normalize_result(block: nsc.Block, result) -> dict:
+def normalize_result(codes, result) -> dict:
   """An evaluate_fn's float or dict, checked: at least a finite accuracy in [0, 1]."""
   if not isinstance(result, dict):
     result = {'accuracy': result}
   if 'accuracy' not in result:
-    raise ValueError(f'evaluate_fn returned {result!r} for {block.to_codes()}: no "accuracy"')
+    raise ValueError(f'evaluate_fn returned {result!r} for {codes}: no "accuracy"')
   result = dict(result)
   result.setdefault('status', 'ok')
   if result['status'] != 'ok':
@@ -41,7 +40,7 @@ def normalize_result(block: nsc.Block, result) -> dict:
   if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not (
       math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
     raise ValueError(
-        f'evaluate_fn returned accuracy {accuracy!r} for {block.to_codes()}: '
+        f'evaluate_fn returned accuracy {accuracy!r} for {codes}: '
         'expected a float in [0, 1]')
   result['accuracy'] = float(accuracy)
   return result

@@ -36,6 +36,7 @@ from blockqnn_jax import files
 from blockqnn_jax import nsc
 from blockqnn_jax import results as results_lib
 from blockqnn_jax import reward as reward_lib
+from blockqnn_jax import search_space
 from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
 
@@ -48,10 +49,15 @@ class SearchStopped(Exception):
 
 
 def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
+               space: search_space.Space | None = None,
                allow_config_change: bool = False) -> dict:
   """Runs (or resumes) the whole epsilon schedule; returns the best block and counts.
 
-  ``evaluate_fn(block)`` returns an accuracy or a dict with ``'accuracy'``; it may also
+  ``space`` is what is searched: NSC blocks up to ``config.search.max_layers`` deep by
+  default, or any ``search_space`` space (then ``evaluate_fn`` is required). On NSC blocks
+  the reward is the paper's redefined reward of the accuracy (``reward.py``); on other
+  spaces it is the accuracy itself (a tabular benchmark's score).
+  ``evaluate_fn(arch)`` returns an accuracy or a dict with ``'accuracy'``; it may also
   be an ``executors.Evaluator`` (``prepare``/``run``, pipelined); None trains each child
   for real. Resuming: the latest checkpoint restores the agent, the cache and
   the best block as they were after some iteration; the lines ``results.jsonl`` holds
@@ -63,7 +69,7 @@ def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
   """
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(config, workdir, allow_config_change)
-    run = _SearchRun(config, workdir, evaluate_fn)
+    run = _SearchRun(config, workdir, evaluate_fn, space)
     workdir_lib.record_config(config, workdir)
     try:
       with _stop_request_on_sigterm() as stop_requested:
@@ -94,9 +100,14 @@ def _stop_request_on_sigterm():
 class _SearchRun:
   """The state of one search process: agent, cache, logs, checkpoints."""
 
-  def __init__(self, config, workdir: str, evaluate_fn: EvaluateFn | None):
+  def __init__(self, config, workdir: str, evaluate_fn: EvaluateFn | None,
+               space: search_space.Space | None):
+    if space is not None and evaluate_fn is None:
+      raise ValueError(f'run_search over {space.description} needs an evaluate_fn: only '
+                       'NSC blocks are trained as children')
+    self.space = space or search_space.NSCSpace(config.search.max_layers)
     self.config, self.workdir = config, workdir
-    self.strategy = agent_lib.make_strategy(config.search, config.seed)
+    self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
     self.best = None
@@ -147,7 +158,7 @@ class _SearchRun:
     submits it (each architecture once); returns submitted key -> positions needing it."""
     waiting: dict[str, list[int]] = {}
     for position, block in enumerate(self.blocks):
-      key = block.canonical_hash()
+      key = self.space.key(block)
       if self.pending.get(key):  # logged before a restart
         record = self.pending[key].pop(0)
         self.remember(record)
@@ -172,7 +183,8 @@ class _SearchRun:
         continue
       key, result = finished
       first, *duplicates = waiting.pop(key)
-      result = results_lib.normalize_result(self.blocks[first], result)
+      result = results_lib.normalize_result(
+          self.space.to_codes(self.blocks[first]), result)
       self.log_new(first, key, result, cached=False)
       if duplicates and result.get('transient'):  # not a verdict: evaluate it again
         waiting[key] = duplicates
@@ -185,11 +197,14 @@ class _SearchRun:
   def log_new(self, position: int, key: str, result: dict, *, cached: bool) -> None:
     """Makes the record of a fresh or cached result and logs it durably."""
     block = self.blocks[position]
-    terms = reward_lib.reward_terms(
-        block, result['accuracy'], self.config.reward, self.config.model.filters)
+    if isinstance(self.space, search_space.NSCSpace):
+      terms = reward_lib.reward_terms(
+          block, result['accuracy'], self.config.reward, self.config.model.filters)
+    else:
+      terms = {'reward': result['accuracy']}
     result = {k: v for k, v in result.items() if k not in _PER_SAMPLE_KEYS}
     record = {**result, **terms, 'index': self.lines, 'iteration': self.iteration,
-              'epsilon': self.epsilon, 'codes': block.to_codes(), 'hash': key,
+              'epsilon': self.epsilon, 'codes': self.space.to_codes(block), 'hash': key,
               'cached': cached}
     self.log.append(record)
     self.lines += 1
@@ -229,8 +244,10 @@ class _SearchRun:
               k: record[k] for k in record if k not in _PER_SAMPLE_KEYS})
     self.pending = {}
 
-  def write_best(self, block: nsc.Block) -> None:
+  def write_best(self, block) -> None:
     files.write_json_atomic(os.path.join(self.workdir, files.BEST_FILE), self.best)
+    if not isinstance(block, nsc.Block):
+      return  # only NSC blocks are drawn
     for suffix in ('png', 'svg'):
       path = os.path.join(self.workdir, f'best_block.{suffix}')
       draw.save(block, f'{path}.tmp.{suffix}')

@@ -1,37 +1,53 @@
-"""Legal actions: which layer may come next, exactly as the NSC table allows.
+"""Search spaces: what a strategy may build, decision by decision.
 
-The agent's state is the code of the current layer (the start state is the block input,
-``START``); an action is the code of the next layer, or the terminal. The legal set depends
-only on the next layer's index, so it is built once per index and cached.
+A strategy needs only a space's start state, the legal actions at a state (``actions``),
+the state an action leads to or the end (``step``), the architecture a trajectory builds
+and back (``build``/``trajectory``), a canonical key for the cache, and a mutation (for
+regularized evolution). Two spaces implement it:
 
-Add and concat are offered once per unordered pair of operands (``pred1 <= pred2``): the
-other order is the same layer under the channel rules, so listing both would only double
-their odds. An operand may be used twice (``add(x, x)``), as the table allows.
+- ``NSCSpace``: BlockQNN's blocks. The state is the code of the current layer (the start
+  is the block input, ``START``); an action is the code of the next layer, or the
+  terminal. The legal set depends only on the next layer's index, so it is built once per
+  index and cached. Add and concat are offered once per unordered pair of operands
+  (``pred1 <= pred2``): the other order is the same layer under the channel rules, so
+  listing both would only double their odds. An operand may be used twice (``add(x, x)``),
+  as the table allows.
+- ``SequenceSpace``: a fixed number of categorical choices (NAS-Bench-201: 6 edges of 5
+  operations). The state is the position and the previous choice, which is what
+  BlockQNN's "current layer" is in this space.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Hashable, Sequence
 
 import numpy as np
 
 from blockqnn_jax import nsc
 
 START = nsc.Layer(0, 0, 0, 0, 0)
+SEQUENCE_START = (0, -1)  # position 0, no previous choice
 
 
 @dataclasses.dataclass(frozen=True)
 class ActionSet:
-  """The legal next layers at one index, grouped by type for type-first exploration."""
+  """The legal actions at a state, grouped (by layer type) for type-first exploration."""
 
-  actions: tuple[nsc.Layer, ...]
-  position: dict[nsc.Layer, int]
-  types: np.ndarray        # types[i] = actions[i].type
-  by_type: tuple[np.ndarray, ...]  # positions of each type present, in type order
+  actions: tuple
+  position: dict
+  types: np.ndarray        # types[i]: the group of actions[i]
+  by_type: tuple[np.ndarray, ...]  # positions of each group present, in group order
 
   def __len__(self) -> int:
     return len(self.actions)
+
+
+def _action_set(actions: Sequence, types: Sequence[int]) -> ActionSet:
+  types = np.array(types, dtype=np.int64)
+  by_type = tuple(np.flatnonzero(types == t) for t in np.unique(types))
+  return ActionSet(tuple(actions), {a: i for i, a in enumerate(actions)}, types, by_type)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,9 +66,7 @@ def actions_at(index: int, max_layers: int) -> ActionSet:
           nsc.Layer(index, layer_type, 0, p1, p2) for p2 in earlier for p1 in range(p2 + 1))
   if index > 1:  # a block has at least one layer before the terminal
     actions.append(nsc.Layer(index, nsc.TERMINAL, 0, 0, 0))
-  types = np.array([a.type for a in actions])
-  by_type = tuple(np.flatnonzero(types == t) for t in np.unique(types))
-  return ActionSet(tuple(actions), {a: i for i, a in enumerate(actions)}, types, by_type)
+  return _action_set(actions, [a.type for a in actions])
 
 
 def as_action(layer: nsc.Layer) -> nsc.Layer:
@@ -67,3 +81,166 @@ def trajectory(block: nsc.Block) -> list[tuple[nsc.Layer, nsc.Layer]]:
   actions = [as_action(l) for l in block.layers]
   actions.append(nsc.Layer(len(block) + 1, nsc.TERMINAL, 0, 0, 0))
   return list(zip([START] + actions[:-1], actions))
+
+
+class NSCSpace:
+  """BlockQNN's block space: NSC layers up to ``max_layers`` deep, then the terminal."""
+
+  state_width = 5  # a state (a layer code) as integers
+
+  def __init__(self, max_layers: int = nsc.MAX_LAYERS):
+    self.max_layers = int(max_layers)
+    self.start = START
+    self.description = f'nsc(max_layers={self.max_layers})'
+
+  def actions(self, state: nsc.Layer) -> ActionSet:
+    return actions_at(state.index + 1, self.max_layers)
+
+  def step(self, state: nsc.Layer, action: nsc.Layer) -> nsc.Layer | None:
+    del state
+    return None if action.type == nsc.TERMINAL else action
+
+  def build(self, actions: Sequence[nsc.Layer]) -> nsc.Block:
+    return nsc.Block(tuple(actions[:-1]))  # the last action is the terminal
+
+  def trajectory(self, block: nsc.Block) -> list[tuple[nsc.Layer, nsc.Layer]]:
+    return trajectory(block)
+
+  def key(self, block: nsc.Block) -> str:
+    return block.canonical_hash()
+
+  def to_codes(self, block: nsc.Block) -> list[list[int]]:
+    return block.to_codes()
+
+  def from_codes(self, codes) -> nsc.Block:
+    return nsc.Block.from_codes(codes, self.max_layers)
+
+  def encode(self, block: nsc.Block) -> list[int]:
+    """The block as a flat list of integers (five per layer), for the checkpoint."""
+    return [v for layer in block.layers for v in layer]
+
+  def decode(self, values: Sequence[int]) -> nsc.Block:
+    return nsc.Block(tuple(nsc.Layer(*values[i:i + 5]) for i in range(0, len(values), 5)))
+
+  def encode_state(self, state: nsc.Layer) -> tuple[int, ...]:
+    return tuple(state)
+
+  def decode_state(self, values: Sequence[int]) -> nsc.Layer:
+    return nsc.Layer(*values)
+
+  def mutate(self, block: nsc.Block, rng: np.random.Generator) -> nsc.Block:
+    """One layer's type, kernel or one predecessor changed; always a valid, different
+    architecture where one exists (the depth stays; a one-layer block's only predecessor
+    is the input, so it changes its type or kernel)."""
+    for _ in range(100):
+      position = int(rng.integers(len(block)))
+      layer = block.layers[position]
+      choices = ['type']
+      if len(nsc.KERNELS[layer.type]) > 1:
+        choices.append('kernel')
+      if layer.index > 1:
+        choices.append('pred')
+      what = choices[rng.integers(len(choices))]
+      if what == 'type':
+        types = [t for t in nsc.TYPE_NAMES if t not in (nsc.TERMINAL, layer.type)]
+        new_type = types[rng.integers(len(types))]
+        kernels = nsc.KERNELS[new_type]
+        pred2 = (int(rng.integers(layer.index)) if new_type in nsc.TWO_INPUT_TYPES
+                 else 0)
+        new = layer._replace(type=new_type, kernel=kernels[rng.integers(len(kernels))],
+                             pred2=pred2)
+      elif what == 'kernel':
+        kernels = [k for k in nsc.KERNELS[layer.type] if k != layer.kernel]
+        new = layer._replace(kernel=kernels[rng.integers(len(kernels))])
+      else:
+        field = 'pred1' if len(layer.preds) == 1 or rng.random() < 0.5 else 'pred2'
+        others = [p for p in range(layer.index) if p != getattr(layer, field)]
+        new = layer._replace(**{field: others[rng.integers(len(others))]})
+      layers = block.layers[:position] + (new,) + block.layers[position + 1:]
+      child = nsc.Block.from_codes(nsc.Block(layers).to_codes(), self.max_layers)
+      if child.canonical_hash() != block.canonical_hash():
+        return child
+    raise RuntimeError(f'no mutation of {block.to_codes()} changed its architecture')
+
+
+class SequenceSpace:
+  """A fixed-length sequence of categorical choices: ``sizes[i]`` options at position i.
+
+  An architecture is a tuple of choices; its key is the choices as digits (``'334131'``)
+  when every position has at most 10 options, else joined by commas.
+  """
+
+  state_width = 2  # (position, previous choice)
+
+  def __init__(self, sizes: Sequence[int]):
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes or min(sizes) < 1:
+      raise ValueError(f'sequence sizes {list(sizes)}: need at least one position, each '
+                       'with at least 1 choice')
+    self.sizes = sizes
+    self.start = SEQUENCE_START
+    self.description = f'sequence(sizes={list(sizes)})'
+    self._separator = '' if max(sizes) <= 10 else ','
+    self._actions = [_action_set(range(n), range(n)) for n in sizes]
+
+  def actions(self, state: tuple[int, int]) -> ActionSet:
+    return self._actions[state[0]]
+
+  def step(self, state: tuple[int, int], action: int) -> tuple[int, int] | None:
+    position = state[0] + 1
+    return None if position == len(self.sizes) else (position, action)
+
+  def build(self, actions: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(a) for a in actions)
+
+  def trajectory(self, choices: tuple[int, ...]) -> list[tuple[tuple[int, int], int]]:
+    states = [SEQUENCE_START] + [(i + 1, c) for i, c in enumerate(choices[:-1])]
+    return list(zip(states, choices))
+
+  def key(self, choices: tuple[int, ...]) -> str:
+    return self._separator.join(str(c) for c in choices)
+
+  def parse_key(self, key: str) -> tuple[int, ...]:
+    """The architecture of a key; a one-line error for a key outside the space."""
+    parts = key.split(',') if self._separator else list(key)
+    try:
+      choices = tuple(int(p) for p in parts)
+    except ValueError:
+      choices = ()
+    if len(choices) != len(self.sizes) or any(
+        not 0 <= c < n for c, n in zip(choices, self.sizes)):
+      raise ValueError(f'key {key!r} is not in {self.description}: expected '
+                       f'{len(self.sizes)} choices, choice i in 0..sizes[i]-1')
+    return choices
+
+  def to_codes(self, choices: tuple[int, ...]) -> list[int]:
+    return list(choices)
+
+  def from_codes(self, codes) -> tuple[int, ...]:
+    return self.parse_key(self._separator.join(str(c) for c in codes))
+
+  def encode(self, choices: tuple[int, ...]) -> list[int]:
+    return list(choices)
+
+  def decode(self, values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+  def encode_state(self, state: tuple[int, int]) -> tuple[int, ...]:
+    return tuple(state)
+
+  def decode_state(self, values: Sequence[int]) -> tuple[int, int]:
+    return (int(values[0]), int(values[1]))
+
+  def mutate(self, choices: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+    """One position set to another of its options (Real et al.'s mutation; NAS-Bench-201's
+    R_EA changes one edge's operation the same way)."""
+    positions = [i for i, n in enumerate(self.sizes) if n > 1]
+    if not positions:
+      raise RuntimeError(f'{self.description} has one architecture: nothing to mutate')
+    i = positions[rng.integers(len(positions))]
+    others = [c for c in range(self.sizes[i]) if c != choices[i]]
+    return choices[:i] + (others[rng.integers(len(others))],) + choices[i + 1:]
+
+
+Space = NSCSpace | SequenceSpace
+State = Hashable

@@ -31,7 +31,7 @@ class SearchSummaries:
       self.writer.file_writer.add_summary(summary)
 
   def block(self, record: dict) -> None:
-    for tag in BLOCK_TAGS:
+    for tag in (t for t in BLOCK_TAGS if t in record):  # NSC blocks have all four
       self.writer.add_scalar(f'block/{tag}', record[tag], record['index'])
 
   def iteration(self, iteration: int, epsilon: float, rewards: list[float],

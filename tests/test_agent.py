@@ -88,7 +88,7 @@ def test_epsilon_follows_the_schedule():
   assert agent.make_strategy(search_config('random'), 0).epsilon == 1.0
 
 
-def test_paper_schedule_is_the_default():
+def test_default_schedule_is_178_iterations_of_64_blocks():
   strategy = agent.make_strategy(default.get_config().search, 0)
   assert strategy.num_iterations == 178
   assert strategy.num_iterations * strategy.blocks_per_iteration == 11392
@@ -96,8 +96,8 @@ def test_paper_schedule_is_the_default():
 
 @pytest.mark.parametrize('terminal_reward, last_target', [('full', 0.8), ('shaped', 0.4)])
 def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
-  config = search_config(learning_rate=0.5, q_init=0.5, discount=1.0, replay_samples=0,
-                         terminal_reward=terminal_reward)
+  config = search_config(learning_rate=0.5, learning_rate_decrease=0.5, q_init=0.5,
+                         discount=1.0, replay_samples=0, terminal_reward=terminal_reward)
   strategy = agent.make_strategy(config, 0)
   block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
   strategy.feedback(block, 0.8)
@@ -110,11 +110,25 @@ def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
   assert q_start == pytest.approx(0.5 * 0.5 + 0.5 * (0.4 + max(q_conv, 0.5)))
 
 
+def test_values_rise_at_one_rate_and_fall_at_another():
+  config = search_config(learning_rate=0.5, learning_rate_decrease=0.1, q_init=0.5,
+                         replay_samples=0)
+  strategy = agent.make_strategy(config, 0)
+  block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
+  conv, terminal = nsc.Layer(1, 1, 3, 0, 0), nsc.Layer(2, 7, 0, 0, 0)
+  position = search_space.actions_at(2, 23).position[terminal]
+  strategy.feedback(block, 0.9)  # above: halfway up
+  assert strategy.q[conv][position] == pytest.approx(0.7)
+  strategy.feedback(block, 0.2)  # below: a tenth of the way down
+  assert strategy.q[conv][position] == pytest.approx(0.7 + 0.1 * (0.2 - 0.7))
+
+
 def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
   # Learning rate 1 and no replay: Q(last layer, terminal) becomes the reward of the last
   # block fed back that ends in that layer, so each reward must reach its own block.
   strategy = agent.make_strategy(
-      search_config(learning_rate=1.0, replay_samples=0, terminal_reward='full'), 3)
+      search_config(learning_rate=1.0, learning_rate_decrease=1.0, replay_samples=0,
+                    terminal_reward='full'), 3)
   batch = [strategy.propose() for _ in range(6)]
   arrivals = [(block, 0.1 + 0.1 * i) for i, block in enumerate(batch)][::-1]
   expected = {}
@@ -152,8 +166,8 @@ def test_state_round_trip_gives_the_same_future(name, tmp_path):
 
 
 def test_unknown_strategy_is_a_clear_error():
-  with pytest.raises(ValueError, match="strategy='evolution' is unknown"):
-    agent.make_strategy(search_config('evolution'), 0)
+  with pytest.raises(ValueError, match="strategy='annealing' is unknown"):
+    agent.make_strategy(search_config('annealing'), 0)
 
 
 def expected_depth(stop_odds) -> float:

@@ -1,0 +1,116 @@
+"""Search strategies compared on a tabular benchmark: many seeded runs per strategy and
+budget, the best-so-far curves and their figure (``experiments/benchmark_strategies.py``).
+
+Every run uses the project's own strategy objects (``agent.make_strategy``) driven by
+``tabular.search_table``. A run keeps the configured search in its proportions: the
+epsilon schedule is scaled to the budget (``tabular.scale_schedule``), so Q-learning
+spends the same share of it in each epsilon phase whatever the budget, and the replay to
+the blocks per iteration (100 replays per 64 blocks are 2 per block).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from matplotlib.figure import Figure
+import ml_collections
+import numpy as np
+
+from blockqnn_jax import agent
+from blockqnn_jax import tabular
+
+# 'qlearning' runs the config as given; 'qlearning_paper' with agent.PAPER_QLEARNING.
+STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution')
+
+_TABLE: tabular.Table | None = None  # each worker process's copy
+
+
+def strategy_config(search_config, strategy: str, budget: int,
+                    blocks_per_iteration: int) -> ml_collections.ConfigDict:
+  """The search config of one strategy's run at ``budget``."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f'strategy {strategy!r} is unknown, allowed {STRATEGIES}')
+  config = ml_collections.ConfigDict(search_config.to_dict())
+  if strategy == 'qlearning_paper':
+    config.update(agent.PAPER_QLEARNING)
+  config.strategy = 'qlearning' if strategy.startswith('qlearning') else strategy
+  if config.replay_samples:
+    config.replay_samples = max(1, round(
+        config.replay_samples * blocks_per_iteration / config.blocks_per_iteration))
+  config.blocks_per_iteration = blocks_per_iteration
+  config.epsilon_schedule = tabular.scale_schedule(
+      config.epsilon_schedule, budget, blocks_per_iteration)
+  return config
+
+
+def run_one(task: tuple) -> np.ndarray:
+  """One seeded run: the report of the best-so-far architecture after each evaluation."""
+  search_config, strategy, budget, seed, blocks_per_iteration = task
+  config = strategy_config(search_config, strategy, budget, blocks_per_iteration)
+  searcher = agent.make_strategy(config, seed, _TABLE.space)
+  keys = tabular.search_table(searcher, _TABLE, budget)
+  return tabular.best_so_far(_TABLE, keys, budget)
+
+
+def _set_table(table: tabular.Table) -> None:
+  global _TABLE
+  _TABLE = table
+
+
+def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
+            blocks_per_iteration: int = 1, processes: int | None = None) -> dict:
+  """``{strategy: {budget: curves}}``, curves an array (runs, budget); seeds 0..runs-1."""
+  tasks = [(search_config, s, b, seed, blocks_per_iteration) for s in strategies
+           for b in budgets for seed in range(runs)]
+  processes = processes or os.cpu_count() or 1
+  if processes == 1:
+    _set_table(table)
+    curves = [run_one(t) for t in tasks]
+  else:
+    context = multiprocessing.get_context('fork')
+    with context.Pool(processes, initializer=_set_table, initargs=(table,)) as pool:
+      curves = pool.map(run_one, tasks, chunksize=max(1, len(tasks) // (8 * processes)))
+  out: dict = {s: {} for s in strategies}
+  for (_, s, b, _, _), curve in zip(tasks, curves):
+    out[s].setdefault(b, []).append(curve)
+  return {s: {b: np.stack(c) for b, c in by_budget.items()} for s, by_budget in out.items()}
+
+
+def summarize(curves: dict) -> dict:
+  """Mean and standard deviation over runs of the final report, per strategy and budget."""
+  return {s: {str(b): {'mean': float(c[:, -1].mean()), 'std': float(c[:, -1].std()),
+                       'runs': int(len(c))}
+              for b, c in by_budget.items()}
+          for s, by_budget in curves.items()}
+
+
+def mean_and_interval(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The mean curve and the half-width of its 95% confidence interval (normal)."""
+  return curves.mean(axis=0), 1.96 * curves.std(axis=0) / np.sqrt(len(curves))
+
+
+def plot(curves: dict, optimum: float, path: str, title: str) -> Figure:
+  """Best-so-far report against evaluations, one curve per strategy (its largest budget),
+  shaded 95% interval of the mean; the table's optimum dashed."""
+  figure = Figure(figsize=(7, 4.5))
+  axes = figure.subplots()
+  for strategy, by_budget in curves.items():
+    c = by_budget[max(by_budget)]
+    mean, half = mean_and_interval(c)
+    x = np.arange(1, len(mean) + 1)
+    axes.plot(x, mean, label=f'{strategy} ({len(c)} runs)')
+    axes.fill_between(x, mean - half, mean + half, alpha=0.25)
+  axes.axhline(optimum, color='black', linestyle='--', linewidth=1, label='optimum')
+  axes.set_xscale('log')
+  axes.set_xlabel('architectures evaluated')
+  axes.set_ylabel('report of the best so far')
+  axes.set_title(title)
+  lows = [mean_and_interval(b[max(b)])[0][min(9, len(b[max(b)][0]) - 1)]
+          for b in curves.values()]
+  axes.set_ylim(min(lows), optimum + 0.1 * (optimum - min(lows)))
+  axes.legend(loc='lower right')
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  return figure

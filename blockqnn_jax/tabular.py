@@ -1,0 +1,153 @@
+"""Tabular NAS benchmarks: every architecture of a space scored once, read from a CSV.
+
+One row per architecture; a key column of digits, one per decision (NAS-Bench-201's
+``ops``: ``334131``), read as text so that ``000000`` keeps its zeros. The reward column is
+the only thing a search sees; the report column holds the number reported for the
+architecture a search picks (e.g. the 12-epoch validation accuracy and the 200-epoch test
+accuracy). Rewards in percent (any above 1) are divided by 100, so that a search's reward
+is a fraction as a trained child's accuracy is; reports are kept as they are.
+
+``search_table`` drives a strategy over a table with a budget of distinct architectures:
+cached repeats are free, as they are in ``run_search``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from blockqnn_jax import search_space
+
+
+class TableError(ValueError):
+  """A table that cannot be read as asked; the message says what is wrong and where."""
+
+
+@dataclasses.dataclass
+class Table:
+  """A tabular benchmark: rewards and reports by key, over a sequence space."""
+
+  path: str
+  space: search_space.SequenceSpace
+  rewards: dict[str, float]
+  reports: dict[str, float]
+
+  def reward(self, arch) -> float:
+    return self.rewards[self._key(arch)]
+
+  def report(self, arch) -> float:
+    return self.reports[self._key(arch)]
+
+  def _key(self, arch) -> str:
+    key = self.space.key(arch)
+    if key not in self.rewards:
+      raise TableError(f'architecture {key!r} is not a row of {self.path}')
+    return key
+
+  @property
+  def best_report(self) -> float:
+    """The highest report of the table: the optimum a search could find."""
+    return max(self.reports.values())
+
+
+def load_table(path: str, key_column: str, reward_column: str, report_column: str,
+               sizes: Sequence[int] | None = None) -> Table:
+  """Reads the table; ``sizes`` (choices per position) is inferred from the keys if None."""
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    columns = reader.fieldnames or []
+    for flag, column in (('key', key_column), ('reward', reward_column),
+                         ('report', report_column)):
+      if column not in columns:
+        raise TableError(f'{path} has no {flag} column {column!r}; its columns: '
+                         f'{", ".join(columns)}')
+    rows = [(row[key_column], row[reward_column], row[report_column]) for row in reader]
+  if not rows:
+    raise TableError(f'{path} has no rows')
+  length = len(rows[0][0])
+  rewards, reports = {}, {}
+  for line, (key, reward, report) in enumerate(rows, start=2):
+    if not key.isdigit() or len(key) != len(rows[0][0]):
+      raise TableError(f'{path} line {line}: key {key!r} is not {length} digits '
+                       f'(one per decision, as the first row {rows[0][0]!r})')
+    if key in rewards:
+      raise TableError(f'{path} line {line}: key {key!r} appears twice')
+    rewards[key] = _number(path, line, reward_column, reward)
+    reports[key] = _number(path, line, report_column, report)
+  inferred = [max(int(k[i]) for k in rewards) + 1 for i in range(length)]
+  if sizes is None:
+    sizes = inferred
+  elif len(sizes) != length or any(s < n for s, n in zip(sizes, inferred)):
+    raise TableError(f'sizes {list(sizes)} do not fit the keys of {path}: they need '
+                     f'{length} positions with at least {inferred} choices')
+  if max(abs(v) for v in rewards.values()) > 1:
+    rewards = {k: v / 100 for k, v in rewards.items()}
+  return Table(path, search_space.SequenceSpace(sizes), rewards, reports)
+
+
+def _number(path: str, line: int, column: str, text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = float('nan')
+  if not np.isfinite(value):
+    raise TableError(f'{path} line {line}: column {column!r} holds {text!r}, not a number')
+  return value
+
+
+def scale_schedule(schedule: Sequence[tuple[float, int]], blocks: int,
+                   blocks_per_iteration: int) -> tuple[tuple[float, int], ...]:
+  """The schedule with as many iterations as ``blocks`` need, in its own proportions
+  (largest remainders; an epsilon left with no iteration is dropped)."""
+  iterations = max(1, -(-blocks // blocks_per_iteration))
+  counts = np.array([n for _, n in schedule], dtype=np.float64)
+  shares = counts / counts.sum() * iterations
+  scaled = np.floor(shares).astype(int)
+  for i in np.argsort(-(shares - scaled), kind='stable')[:iterations - scaled.sum()]:
+    scaled[i] += 1
+  return tuple((float(eps), int(n)) for (eps, _), n in zip(schedule, scaled) if n)
+
+
+def search_table(strategy, table: Table, budget: int,
+                 max_proposals: int | None = None) -> list[str]:
+  """Runs ``strategy`` until ``budget`` distinct architectures are evaluated; returns their
+  keys in evaluation order.
+
+  Each iteration proposes ``strategy.blocks_per_iteration`` architectures and feeds their
+  rewards back in order; a repeat is served from the cache and fed again, as ``run_search``
+  does. Past the end of its schedule a strategy continues at its last epsilon. It stops
+  after ``max_proposals`` proposals (default 50 per unit of budget) even short of the
+  budget, so a strategy that only repeats itself still ends.
+  """
+  max_proposals = 50 * budget if max_proposals is None else max_proposals
+  evaluated: dict[str, float] = {}
+  proposals = 0
+  while len(evaluated) < budget and proposals < max_proposals:
+    for _ in range(strategy.blocks_per_iteration):
+      arch = strategy.propose()
+      proposals += 1
+      key = table.space.key(arch)
+      if key not in evaluated:
+        if len(evaluated) == budget:
+          break
+        evaluated[key] = table.reward(arch)
+      strategy.feedback(arch, evaluated[key])
+    strategy.end_iteration()
+  return list(evaluated)
+
+
+def best_so_far(table: Table, keys: Sequence[str], budget: int) -> np.ndarray:
+  """The report of the highest-reward architecture among the first n evaluated, for n =
+  1..budget (a run that ended short of the budget keeps its last value)."""
+  reports = np.empty(budget)
+  best_reward, best_report = -np.inf, np.nan
+  for n in range(budget):
+    if n < len(keys):
+      reward = table.rewards[keys[n]]
+      if reward > best_reward:
+        best_reward, best_report = reward, table.reports[keys[n]]
+    reports[n] = best_report
+  return reports
