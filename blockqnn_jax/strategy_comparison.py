@@ -103,7 +103,8 @@ def plot(curves: dict, optimum: float, path: str, title: str) -> Figure:
     axes.fill_between(x, mean - half, mean + half, alpha=0.25)
   axes.axhline(optimum, color='black', linestyle='--', linewidth=1, label='optimum')
   axes.set_xscale('log')
-  axes.set_xlabel('architectures evaluated')
+  budget = max(next(iter(curves.values())))
+  axes.set_xlabel(f'architectures evaluated (the runs at budget {budget})')
   axes.set_ylabel('report of the best so far')
   axes.set_title(title)
   lows = [mean_and_interval(b[max(b)])[0][min(9, len(b[max(b)][0]) - 1)]

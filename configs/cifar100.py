@@ -8,9 +8,14 @@ configs/default.py. ``configs/cifar10.py`` is the same search on CIFAR-10.
   python -m blockqnn_jax.main --config=configs/cifar100.py:smoke --workdir=/tmp/smoke
 
 The ``smoke`` variant shrinks everything (data, network, schedule, final training) so
-that every mode runs in a few minutes on a CPU.
+that every mode runs in a few minutes on a CPU. The ``paper_agent`` variant searches with
+the published agent's values (``agent.PAPER_QLEARNING``: the reported schedule, MetaQNN's
+alpha 0.01 and initial Q 0.5) instead of ours (configs/default.py says why).
+
+  python -m blockqnn_jax.main --config=configs/cifar100.py:paper_agent --workdir=/tmp/paper
 """
 
+from blockqnn_jax import agent
 from configs import default
 
 
@@ -34,6 +39,9 @@ def get_config(variant: str = ''):
     config.transfer.image_size = 32
     config.transfer.max_eval_examples = 512
     config.transfer.update(filters=8, repeats=1, epochs=2, warmup_epochs=1, batch_size=128)
+  elif variant == 'paper_agent':
+    config.search.update(agent.PAPER_QLEARNING)
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of the CIFAR configs, allowed: 'smoke'")
+    raise ValueError(f"unknown variant {variant!r} of the CIFAR configs, allowed: 'smoke', "
+                     "'paper_agent'")
   return config

@@ -17,7 +17,6 @@ def get_config():
   config.search.max_layers = 4
   config.search.blocks_per_iteration = 8
   config.search.epsilon_schedule = ((1.0, 3), (0.5, 1), (0.1, 2))
-  config.search.learning_rate = 0.1
   # Children train for a fraction of a second here: compile them fast, two at a time.
   config.fast_compile = True
   config.compile_ahead = 2

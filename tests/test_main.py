@@ -85,6 +85,10 @@ def test_config_variants_load():
   assert cifar10.get_config('smoke').to_dict() == {**cifar100.get_config('smoke').to_dict(),
                                                     'dataset': 'cifar10'}
   assert quickstart.get_config().dataset == 'digits'
+  paper = cifar10.get_config('paper_agent').search
+  assert paper.epsilon_schedule[0] == (1.0, 95) and paper.learning_rate == 0.01
+  assert paper.learning_rate_decrease == 0.01 and paper.q_init == 0.5
+  assert cifar10.get_config().search.learning_rate == 1.0
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     cifar10.get_config('huge')
 

@@ -190,3 +190,17 @@ def test_the_experiment_refuses_a_missing_column_in_one_line(tmp_path):
   assert result.returncode != 0
   assert "has no reward column 'val12'; its columns: ops, val, test" in result.stderr
   assert not (tmp_path / 'out').exists()
+
+
+def test_on_nasbench201_qlearning_beats_evolution_and_random_search():
+  """The published protocol at 100 cells on CIFAR-10, 500 runs each (README: NAS-Bench-201)."""
+  if not os.path.exists(NASBENCH201):
+    pytest.skip(f'NAS-Bench-201 table not prepared at {os.path.normpath(NASBENCH201)}')
+  table = tabular.load_table(NASBENCH201, 'ops', 'cifar10_val12', 'cifar10_test200')
+  curves = strategy_comparison.run_all(table, default.get_config().search,
+                                       ['qlearning', 'random', 'evolution'], [100], runs=500)
+  means = {s: r['100']['mean'] for s, r in strategy_comparison.summarize(curves).items()}
+  assert abs(means['random'] - 93.70) < 0.15  # NAS-Bench-201's published random search
+  assert means['evolution'] >= 93.85
+  assert means['qlearning'] >= means['evolution']
+  assert means['qlearning'] >= means['random'] + 0.15
