@@ -33,7 +33,13 @@ def tiny_search_config():
     ('mode', 'evolve', "config.mode='evolve' is not allowed: one of ('search', 'train'"),
     ('early_stop.patience', -1, 'config.early_stop.patience=-1 is not allowed: an integer >= 0'),
     ('dataset', 'no_such_dataset', "config.dataset='no_such_dataset': Unknown dataset"),
-    ('search.strategy', 'evolution', "config.search.strategy='evolution' is not allowed"),
+    ('search.strategy', 'annealing', "config.search.strategy='annealing' is not allowed"),
+    ('search.tournament_size', 11, 'config.search.tournament_size=11 is not allowed: an '
+     'integer >= 1 and <= 10'),
+    ('search.learning_rate_decrease', 1.5, 'config.search.learning_rate_decrease=1.5 is '
+     'not allowed: a number in [0.0, 1.0]'),
+    ('search.update_order', 'random', "config.search.update_order='random' is not "
+     "allowed: one of ('reverse', 'forward')"),
     ('search.exploration', 'flat', "config.search.exploration='flat' is not allowed: one of "
      "('type_first', 'uniform')"),
     ('executor', 'slurm', "config.executor='slurm' is not allowed: one of ('local', 'ray')"),
