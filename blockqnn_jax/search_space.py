@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Hashable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -242,5 +242,4 @@ class SequenceSpace:
     return choices[:i] + (others[rng.integers(len(others))],) + choices[i + 1:]
 
 
-Space = NSCSpace | SequenceSpace
-State = Hashable
+Space = NSCSpace | SequenceSpace  # what run_search and the strategies accept

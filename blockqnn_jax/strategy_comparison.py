@@ -68,7 +68,9 @@ def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
     _set_table(table)
     curves = [run_one(t) for t in tasks]
   else:
-    context = multiprocessing.get_context('fork')
+    # 'spawn': a fork of a process that has started JAX's threads (a test session) can
+    # deadlock; each worker gets its own copy of the table once.
+    context = multiprocessing.get_context('spawn')
     with context.Pool(processes, initializer=_set_table, initargs=(table,)) as pool:
       curves = pool.map(run_one, tasks, chunksize=max(1, len(tasks) // (8 * processes)))
   out: dict = {s: {} for s in strategies}
