@@ -51,3 +51,13 @@ def pytest_runtest_makereport(item, call):
                          f'{_skip_reason(report)}{where()}')
       break
   return report
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _temporary_home(tmp_path_factory):
+  """HOME is a temporary directory for the test session, so that what defaults to '~'
+  (config.compilation_cache_dir, '~/.cache/blockqnn_jax/jax_cache') never fills the
+  user's cache; subprocesses inherit it through the environment."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('HOME', str(tmp_path_factory.mktemp('home')))
+    yield

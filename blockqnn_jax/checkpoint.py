@@ -45,17 +45,27 @@ class SearchCheckpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     meta = restored['meta']
-    arrays = {}
-    for key, value in restored['arrays'].items():
-      if key not in meta['shapes']:  # the stand-in for an agent without arrays
-        continue
-      value, shape = np.asarray(value), meta['shapes'][key]
-      arrays[key] = value.reshape(shape) if value.size == np.prod(shape) else np.zeros(
-          shape, value.dtype)
+    stored = {k: v for k, v in restored['arrays'].items() if k != _NO_ARRAYS}
+    if stored.keys() != meta['shapes'].keys():
+      raise ValueError(f'checkpoint step {step} holds arrays {sorted(stored)} but lists '
+                       f'{sorted(meta["shapes"])}: it is damaged')
+    arrays = {key: _as_saved(key, np.asarray(value), tuple(meta['shapes'][key]))
+              for key, value in stored.items()}
     return {**meta['agent'], **arrays}, meta['search']
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _as_saved(key: str, value: np.ndarray, shape: tuple) -> np.ndarray:
+  """The array as it was saved: a zero-size one from its one-element stand-in; any other
+  shape than the one saved is a damaged checkpoint, never silently zeros."""
+  if value.shape == shape:
+    return value
+  if value.shape == (1,) and not np.prod(shape):
+    return np.zeros(shape, value.dtype)
+  raise ValueError(f'checkpoint array {key!r} has shape {value.shape} but was saved as '
+                   f'{shape}: the checkpoint is damaged')
 
 
 def _non_empty(arrays: dict) -> dict:

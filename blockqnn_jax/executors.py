@@ -8,9 +8,9 @@ background threads while up to ``children_per_device`` others train.
 
 ``LocalExecutor`` is one pipeline in this process, data-parallel over its devices.
 ``RayExecutor`` keeps a pool of actors (one per trial slot: a GPU or a fraction of one
-where the cluster has GPUs, else a CPU share), each a long-lived process with a pipeline of
-its own, so the dataset it loads for its first child is reused by every later one. Results
-come back in the order they finish.
+where the cluster has GPUs, and a CPU share; never more than the cluster can place), each a
+long-lived process with a pipeline of its own, so the dataset it loads for its first child
+is reused by every later one. Results come back in the order they finish.
 
 Failures: an exception inside ``run`` of the real trainer never happens (it reports
 ``status='failed'``); a child that runs out of memory while sharing a device with others is
@@ -229,6 +229,55 @@ def worker_env_vars(gpus_per_trial: float) -> dict[str, str]:
   return {}
 
 
+def actor_count(resources: dict, cpus: float, gpus: float, max_in_flight: int) -> int:
+  """Actors of ``cpus`` CPUs and ``gpus`` GPUs the cluster can place at once, at most
+  ``max_in_flight`` (0 = no cap): an actor that cannot be placed would hold its children
+  forever."""
+  wanted = {'CPU': cpus, 'GPU': gpus}
+  fits = [resources.get(name, 0) / amount for name, amount in wanted.items() if amount]
+  # Ray keeps fractions to 4 decimals: 1 / 0.3333 GPU must still count as 3 actors.
+  places = int(min(fits, default=resources.get('CPU', 1)) + 1e-3)
+  if not places:
+    raise ValueError(f'the Ray cluster ({resources}) cannot place one actor of {cpus} CPU '
+                     f'and {gpus} GPU: lower config.ray.cpus_per_trial or gpus_per_trial')
+  if max_in_flight > places:
+    logging.warning('config.ray.max_in_flight=%d but the cluster places %d actors: using %d',
+                    max_in_flight, places, places)
+  return min(max_in_flight, places) if max_in_flight else places
+
+
+class _ActorPool:
+  """The live actors and the calls each may still take, in one record, so an actor that
+  was replaced is never given work again nor freed back into the pool."""
+
+  def __init__(self, new_actor: Callable, size: int, calls_per_actor: int):
+    self.new_actor, self.calls_per_actor = new_actor, calls_per_actor
+    self.free = {new_actor(): calls_per_actor for _ in range(size)}
+
+  @property
+  def actors(self) -> list:
+    return list(self.free)
+
+  def acquire(self):
+    """The least busy live actor, one of its calls taken; None if all are busy."""
+    actor = max(self.free, key=self.free.get)
+    if not self.free[actor]:
+      return None
+    self.free[actor] -= 1
+    return actor
+
+  def release(self, actor) -> None:
+    """A call of ``actor`` ended; nothing to free if the actor was replaced meanwhile."""
+    if actor in self.free:
+      self.free[actor] += 1
+
+  def replace(self, dead) -> None:
+    """A fresh worker process in place of one that died (its calls queue until it is up);
+    calls still in flight on the dead one fail on their own, and replace nothing again."""
+    if self.free.pop(dead, None) is not None:
+      self.free[self.new_actor()] = self.calls_per_actor
+
+
 class RayExecutor:
   """Evaluates submissions on a pool of Ray actors, results in order of completion."""
 
@@ -247,25 +296,24 @@ class RayExecutor:
     gpus = ray_config.gpus_per_trial
     if gpus < 0:  # automatic: children_per_device actors share each GPU
       gpus = 1 / config.children_per_device if resources.get('GPU', 0) else 0
-    actors = ray_config.max_in_flight or int(
-        resources.get('GPU', 0) // gpus if gpus else resources.get('CPU', 1) //
-        ray_config.cpus_per_trial) or 1
+    actors = actor_count(resources, ray_config.cpus_per_trial, gpus, ray_config.max_in_flight)
     # Each actor takes its next children while it trains one: they compile meanwhile.
-    self.calls_per_actor = 1 + compile_ahead
+    calls_per_actor = 1 + compile_ahead
     actor_class = ray.remote(_Worker).options(
-        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus,
-        max_concurrency=self.calls_per_actor,
+        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus, max_concurrency=calls_per_actor,
         runtime_env={'env_vars': worker_env_vars(gpus)})
-    self.new_actor = lambda: actor_class.remote(config, evaluate_fn, compile_ahead)
-    self.actors = [self.new_actor() for _ in range(actors)]
-    self.free_calls = collections.Counter({actor: self.calls_per_actor
-                                           for actor in self.actors})
+    self.pool = _ActorPool(lambda: actor_class.remote(config, evaluate_fn, compile_ahead),
+                           actors, calls_per_actor)
     self.max_retries = ray_config.max_retries
     self.queue = collections.deque()   # (key, block, attempt) not yet started
     self.in_flight = {}                # object ref -> (key, block, actor, attempt)
     self.last_cluster_check = time.time()
     logging.info('Ray: %d actors of %s CPU / %s GPU, %d children each at once; cluster %s',
-                 actors, ray_config.cpus_per_trial, gpus, self.calls_per_actor, resources)
+                 actors, ray_config.cpus_per_trial, gpus, calls_per_actor, resources)
+
+  @property
+  def actors(self) -> list:
+    return self.pool.actors
 
   def submit(self, key: str, block: nsc.Block) -> None:
     self.queue.append((key, block, 0))
@@ -273,11 +321,10 @@ class RayExecutor:
 
   def _launch(self) -> None:
     while self.queue:
-      actor = max(self.actors, key=lambda a: self.free_calls[a])  # the least busy
-      if not self.free_calls[actor]:
+      actor = self.pool.acquire()
+      if actor is None:
         return
       key, block, attempt = self.queue.popleft()
-      self.free_calls[actor] -= 1
       self.in_flight[actor.evaluate.remote(block)] = (key, block, actor, attempt)
 
   def next_result(self, timeout: float | None = None) -> tuple[str, Any] | None:
@@ -295,11 +342,11 @@ class RayExecutor:
       key, block, actor, attempt = self.in_flight.pop(ref)
       try:
         result = self.ray.get(ref)
-        self.free_calls[actor] += 1
+        self.pool.release(actor)
       except (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
               errors.ObjectLostError) as error:
         self._check_cluster(force=True)
-        self._replace(actor)
+        self.pool.replace(actor)
         if attempt < self.max_retries:
           logging.warning('worker died evaluating %s (attempt %d), retrying: %s',
                           key, attempt + 1, error)
@@ -309,20 +356,10 @@ class RayExecutor:
         result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}',
                          transient=True)
       except errors.RayTaskError as error:
-        self.free_calls[actor] += 1
+        self.pool.release(actor)
         result = _failed(f'{type(error.cause).__name__}: {error.cause}')
       self._launch()
       return key, result
-
-  def _replace(self, dead) -> None:
-    """A fresh worker process in place of one that died (its calls queue until it is up)."""
-    if dead in self.free_calls:
-      self.actors.remove(dead)
-      del self.free_calls[dead]
-      fresh = self.new_actor()
-      self.actors.append(fresh)
-      # Calls still in flight on the dead actor fail on their own and are retried.
-      self.free_calls[fresh] = self.calls_per_actor
 
   def _check_cluster(self, force: bool = False) -> None:
     """Raises ClusterLostError when no Ray node is alive (checked every so often)."""

@@ -18,6 +18,7 @@ over the mesh's 'data' axis and put on the devices a couple of steps ahead.
 from __future__ import annotations
 
 import functools
+import gc
 import io
 import math
 import os
@@ -25,6 +26,7 @@ import os
 from absl import flags
 import cv2
 import grain
+from grain._src.python.ipc import shared_memory_array
 import jax
 import numpy as np
 import simplejpeg
@@ -239,14 +241,47 @@ class TrainInput:
     self.batches = process_batches(stream, batch_size)
     self.workers, self.sharding = workers, NamedSharding(mesh, P('data'))
 
-  def iterator(self, position: int = 0) -> grain.DatasetIterator:
+  def iterator(self, position: int = 0) -> Batches:
     """The run's batches from batch ``position`` on, as global arrays put on the devices
     ``DEVICE_PREFETCH`` ahead; close it when done (it ends the worker processes)."""
     batches = _in_workers(self.batches[position:], self.workers).map(
         lambda batch: tuple(jax.make_array_from_process_local_data(self.sharding, batch[key])
                             for key in ('image', 'label')))
-    return iter(grain.experimental.ThreadPrefetchIterDataset(
-        batches, prefetch_buffer_size=DEVICE_PREFETCH))
+    return Batches(iter(grain.experimental.ThreadPrefetchIterDataset(
+        batches, prefetch_buffer_size=DEVICE_PREFETCH)))
+
+
+class Batches:
+  """A Grain iterator whose ``close`` also frees the shared memory of the batches still
+  in flight."""
+
+  def __init__(self, iterator: grain.DatasetIterator):
+    self._iterator = iterator
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self._iterator)
+
+  def close(self) -> None:
+    _close(self._iterator)
+
+
+def _close(iterator: grain.DatasetIterator) -> None:
+  """Ends the iterator's worker processes and frees their shared memory before returning.
+
+  The batches the iterator still held sit in reference cycles, which only the garbage
+  collector frees, and Grain unlinks their shared memory in a background thread: left to
+  the exit, both come too late and Python's resource tracker reports the memory as leaked.
+  """
+  iterator.close()
+  gc.collect()
+  # Grain's one deleting thread (created on the first worker) runs its queue in order,
+  # so a no-op through it returns once every unlink queued above is done.
+  deleting = getattr(shared_memory_array.SharedMemoryArray, '_del_thread_pool', None)
+  if deleting is not None:
+    deleting.apply(int)
 
 
 class EvalInput:
@@ -279,7 +314,7 @@ class EvalInput:
       for _ in range(self.steps):
         yield self._padded(next(iterator, None), channels)
     finally:
-      iterator.close()  # ends its worker processes and frees their shared memory
+      _close(iterator)
 
 
 def channel_statistics(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:

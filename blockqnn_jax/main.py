@@ -31,7 +31,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
                                'TensorBoard events (tensorboard --logdir DIR).')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    'allow_config_change', False, 'Continue a search in a workdir made by another config.')
+    'allow_config_change', False,
+    'Continue a search or training run in a workdir made by another config.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -63,7 +64,7 @@ def main(argv):
       run = (train_final.train_and_evaluate if config.mode == 'train' else
              transfer.transfer_and_evaluate)
       with workdir_lib.locked(workdir, jax.process_index()):
-        summary = run(config, workdir)
+        summary = run(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
       if not distributed.is_main_process():
         return
       scores = ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if 'accuracy' in k)

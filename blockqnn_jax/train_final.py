@@ -13,10 +13,13 @@ biases. Every training image is used; the test split is evaluated (never during 
 only here).
 
 The training state (parameters, batch statistics, optimizer state) is checkpointed with
-Orbax after every epoch and every ``checkpoint_every_seconds``, with the position in the
-epoch; data order and augmentation derive from (seed, epoch, step), so a resumed run ends
-with the same parameters as an uninterrupted one. The final parameters are the last
-checkpoint in ``DIR/checkpoints``; ``load_model(DIR)`` and ``predict(DIR, images)`` use them.
+Orbax after every epoch and every ``checkpoint_every_seconds`` (by process 0's clock), with
+the position in the epoch; data order and augmentation derive from (seed, epoch, step), so
+a resumed run ends with the same parameters as an uninterrupted one. ``DIR/config.json``
+holds the config (the block as codes): a rerun with another block, dataset or recipe is
+refused (``workdir.check_config``), one with more epochs extends the run. The final
+parameters are the last checkpoint in ``DIR/checkpoints``; ``load_model(DIR)`` and
+``predict(DIR, images)`` use them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -40,6 +44,7 @@ from blockqnn_jax import distributed
 from blockqnn_jax import files
 from blockqnn_jax import models
 from blockqnn_jax import train
+from blockqnn_jax import workdir as workdir_lib
 
 SCHEDULES = ('steps', 'cosine')
 FINAL_FILE = 'final.json'
@@ -121,6 +126,24 @@ def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
                                            enable_async_checkpointing=False))
 
 
+class CheckpointTimer:
+  """Says when a mid-epoch checkpoint is due: ``interval`` seconds after the last one, by
+  process 0's clock. Orbax's save is collective, so every process must save at the same
+  step; process 0's decision is broadcast to all (one tiny collective per step on several
+  processes, none on one), since the processes' clocks disagree."""
+
+  def __init__(self, interval: float):
+    self.interval = interval
+    self.restart()
+
+  def restart(self) -> None:
+    self.last = time.monotonic()
+
+  def due(self) -> bool:
+    due_here = time.monotonic() - self.last > self.interval
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(due_here)))
+
+
 class InMemoryRunner:
   """Feeds ``fit`` from a dataset held on the devices (CIFAR-sized data)."""
 
@@ -167,7 +190,7 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   # Process 0 alone writes TensorBoard events (every process has the same history).
   writer = SummaryWriter(workdir) if distributed.is_main_process() else None
   rng = jax.random.key(config.seed)
-  last_save = time.time()
+  timer = CheckpointTimer(recipe.checkpoint_every_seconds)
   while epoch < recipe.epochs:
     epoch_rng = jax.random.fold_in(rng, epoch)
     runner.start_epoch(epoch, epoch_rng, step)
@@ -175,9 +198,9 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     while step < steps_per_epoch:
       losses.append(runner.step(step, epoch_rng))
       step += 1
-      if time.time() - last_save > recipe.checkpoint_every_seconds and step < steps_per_epoch:
+      if step < steps_per_epoch and timer.due():
         save(epoch, step, losses)
-        last_save = time.time()
+        timer.restart()
     entry = {'epoch': epoch + 1,
              'learning_rate': float(schedule((epoch + 1) * steps_per_epoch - 1))}
     if losses:
@@ -193,7 +216,7 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     logging.info('epoch %d/%d: %s', epoch + 1, recipe.epochs, entry)
     epoch, step = epoch + 1, 0
     save(epoch, step, [])
-    last_save = time.time()
+    timer.restart()
   if writer:
     writer.close()
   manager.close()
@@ -219,6 +242,21 @@ def write_summary(workdir: str, config, recipe, block, model, model_config, hist
   return summary
 
 
+def workdir_config(config, block):
+  """The config a final training records in its workdir and checks a rerun against, with
+  the block as its codes: a search workdir's best block may have changed since, and the
+  same block may be given another way."""
+  recorded = config.copy_and_resolve_references()
+  recorded.block = json.dumps(block.to_codes())
+  return recorded
+
+
+def record_config(recorded, workdir: str) -> None:
+  """Process 0 records the config (every process of a job shares the workdir)."""
+  if distributed.is_main_process():
+    workdir_lib.record_config(recorded, workdir)
+
+
 def build_trainer(config, recipe, block, model_config, mesh, data, *, num_classes: int,
                   channels: int, steps_per_epoch: int, crop_and_flip: bool = True):
   """The network around ``block`` and its trainer with ``recipe`` (config.train or
@@ -235,11 +273,15 @@ def build_trainer(config, recipe, block, model_config, mesh, data, *, num_classe
   return model, trainer, schedule
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains the block of ``config.block`` in full; returns the final scores."""
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+  """Trains the block of ``config.block`` in full; returns the final scores. A workdir
+  made with another config is refused (``workdir.check_config``) unless
+  ``allow_config_change``."""
   os.makedirs(workdir, exist_ok=True)
   recipe = config.train
   block = files.load_block(config.block, config.search.max_layers)
+  recorded = workdir_config(config, block)
+  workdir_lib.check_config(recorded, workdir, allow_config_change)
   mesh = train.make_mesh()
   train.check_batch_size(recipe.batch_size, mesh)
   data = train.device_data(config, mesh, batch_size=recipe.batch_size, final=True)
@@ -248,6 +290,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       config, recipe, block, model_config, mesh, data,
       num_classes=data.num_classes, channels=data.image_shape[-1],
       steps_per_epoch=len(data.train_labels) // recipe.batch_size)
+  record_config(recorded, workdir)
   history = fit(InMemoryRunner(trainer), config, recipe, workdir, schedule)
   return write_summary(workdir, config, recipe, block, model, model_config, history,
                        num_classes=data.num_classes, image_shape=data.image_shape,

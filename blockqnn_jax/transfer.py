@@ -31,6 +31,7 @@ from blockqnn_jax import files
 from blockqnn_jax import imagenet_input
 from blockqnn_jax import train
 from blockqnn_jax import train_final
+from blockqnn_jax import workdir as workdir_lib
 
 
 class StreamingRunner:
@@ -75,11 +76,15 @@ class StreamingRunner:
     return {'top1_accuracy': top1 / total, 'top5_accuracy': top5 / total}
 
 
-def transfer_and_evaluate(config, workdir: str) -> dict:
-  """Trains the block of ``config.block`` in the ImageNet template; returns the scores."""
+def transfer_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+  """Trains the block of ``config.block`` in the ImageNet template; returns the scores. A
+  workdir made with another config is refused (``workdir.check_config``) unless
+  ``allow_config_change``."""
   os.makedirs(workdir, exist_ok=True)
   recipe = config.transfer
   block = files.load_block(config.block, config.search.max_layers)
+  recorded = train_final.workdir_config(config, block)
+  workdir_lib.check_config(recorded, workdir, allow_config_change)
   mesh = train.make_mesh()
   train.check_batch_size(recipe.batch_size, mesh)
   sources, num_classes = imagenet_input.open_dataset(config)
@@ -102,6 +107,7 @@ def transfer_and_evaluate(config, workdir: str) -> dict:
       channels=channels, steps_per_epoch=train_input.steps_per_epoch,
       crop_and_flip=False)  # done on the host by the input pipeline
   runner = StreamingRunner(trainer, train_input, eval_input, mean, std)
+  train_final.record_config(recorded, workdir)
   try:
     history = train_final.fit(runner, config, recipe, workdir, schedule)
   finally:

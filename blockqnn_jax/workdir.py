@@ -24,7 +24,7 @@ class WorkdirBusyError(RuntimeError):
 
 
 class ConfigMismatchError(ValueError):
-  """The workdir holds a search made with a different config."""
+  """The workdir holds a search or training run made with a different config."""
 
 
 @contextlib.contextmanager
@@ -50,31 +50,44 @@ def locked(workdir: str, process_index: int = 0):
     os.close(fd)  # closing the descriptor releases the lock
 
 
+# How the work is spread, not what is computed: may change between runs in any mode.
+_SPREAD_KEYS = ('executor', 'children_per_device', 'compilation_cache_dir')
+_SPREAD_PREFIXES = ('ray.', 'distributed.')
+# The recipe each final-training mode trains with.
+FINAL_RECIPES = {'train': 'train', 'transfer_imagenet': 'transfer'}
+# Fields of that recipe a rerun may change: when to checkpoint and how many input workers
+# (neither changes a batch or a step), and ``epochs`` upwards, to extend a run.
+_RECIPE_FIELDS_THAT_MAY_CHANGE = ('checkpoint_every_seconds', 'workers')
+
+
 def check_config(config, workdir: str, allow_config_change: bool) -> None:
   """Refuses a workdir whose ``config.json`` (``record_config``) holds another config.
 
-  Only ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the ``ray``
-  and ``distributed`` settings (how the work is spread, not what is computed), and the
-  ``train`` and ``transfer`` recipes (which a search does not read; ``transfer.workers``
-  defaults to the machine's cores) may change between runs of one search.
+  In any mode, ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the
+  ``ray`` and ``distributed`` settings may change. A search reads neither the ``train``
+  nor the ``transfer`` recipe, so both may change (``transfer.workers`` defaults to the
+  machine's cores). A final training (``FINAL_RECIPES``) may change the other mode's
+  recipe, its own recipe's ``checkpoint_every_seconds`` and ``workers``, and raise its
+  ``epochs``; anything else (block, dataset, a recipe number) is refused.
   """
   path = os.path.join(workdir, CONFIG_FILE)
+  if allow_config_change or not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
   current = _flat_config(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if saved.get(k) != current.get(k) and not _may_change(k))
-    if changed and not allow_config_change:
-      diff = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
-      raise ConfigMismatchError(
-          f'{workdir} holds a search made with another config ({diff}); use a new '
-          '--workdir, or --allow_config_change to continue it anyway')
+  changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k)
+                   and not _may_change(k, config.mode, saved.get(k), current.get(k)))
+  if changed:
+    diff = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
+    raise ConfigMismatchError(
+        f'{workdir} holds a {_run_name(saved.get("mode"))} made with another config '
+        f'({diff}); use a new --workdir, or --allow_config_change to continue it anyway')
 
 
 def record_config(config, workdir: str) -> None:
-  """``workdir/config.json``: the config the search now runs with (written once the
-  search has started from the workdir's state, so a refused start changes nothing)."""
+  """``workdir/config.json``: the config the run now goes on with (written once the run
+  has started from the workdir's state, so a refused start changes nothing)."""
   files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _flat_config(config))
 
 
@@ -82,9 +95,23 @@ def _flat_config(config) -> dict:
   return flatten(json.loads(config.to_json()))
 
 
-def _may_change(key: str) -> bool:
-  return key in ('executor', 'children_per_device', 'compilation_cache_dir') or (
-      key.startswith(('ray.', 'distributed.', 'train.', 'transfer.')))
+def _run_name(mode) -> str:
+  return 'search' if mode in (None, 'search') else f'mode={mode} run'
+
+
+def _may_change(key: str, mode: str, before, after) -> bool:
+  """Whether ``key`` may go from ``before`` to ``after`` between runs of ``mode``."""
+  if key in _SPREAD_KEYS or key.startswith(_SPREAD_PREFIXES):
+    return True
+  section, _, field = key.partition('.')
+  if section == FINAL_RECIPES.get(mode):
+    return field in _RECIPE_FIELDS_THAT_MAY_CHANGE or (
+        field == 'epochs' and _is_more(before, after))
+  return section in FINAL_RECIPES.values()  # a recipe this mode does not train with
+
+
+def _is_more(before, after) -> bool:
+  return isinstance(before, int) and isinstance(after, int) and after > before
 
 
 def flatten(tree: dict, prefix: str = '') -> dict:

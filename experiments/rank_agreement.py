@@ -64,8 +64,9 @@ def correlations(records: list[dict], mus: list[float], rhos: list[float],
           'mus': list(mus), 'rhos': list(rhos), 'reward': grid}
 
 
-def plot(records: list[dict], summary: dict, path: str) -> None:
-  """Scatter of long vs early-stop accuracy; heat map of Spearman's rho over (mu, rho)."""
+def plot(records: list[dict], summary: dict, path: str) -> Figure:
+  """Scatter of long vs early-stop accuracy; heat map of Spearman's rho over (mu, rho).
+  Returns the Figure, so tests can read what is drawn."""
   figure = Figure(figsize=(11, 4.5), layout='constrained')
   scatter, heat = figure.subplots(1, 2)
   ok = [r for r in records if r['ok']]
@@ -86,3 +87,4 @@ def plot(records: list[dict], summary: dict, path: str) -> None:
            title="reward's Spearman correlation with longer-trained accuracy")
   figure.colorbar(image, ax=heat)
   figure.savefig(path, dpi=120)
+  return figure

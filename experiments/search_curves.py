@@ -50,8 +50,9 @@ def epsilon_changes(schedule) -> list[tuple[int, float]]:
   return changes
 
 
-def plot(summary: dict, schedule, top_k: int, path: str) -> None:
-  """Mean and top-k accuracy per iteration, both strategies; epsilon phases marked."""
+def plot(summary: dict, schedule, top_k: int, path: str) -> Figure:
+  """Mean and top-k accuracy per iteration, both strategies; epsilon phases marked.
+  Returns the Figure, so tests can read what is drawn."""
   figure = Figure(figsize=(9, 5), layout='constrained')
   axes = figure.subplots()
   for strategy, color in zip(STRATEGIES, ('tab:blue', 'tab:orange')):
@@ -71,3 +72,4 @@ def plot(summary: dict, schedule, top_k: int, path: str) -> None:
                  f'(shaded: 1 std)')
   axes.legend(loc='center left', fontsize=8)
   figure.savefig(path, dpi=120)
+  return figure

@@ -46,11 +46,15 @@ def test_batchnorm_is_float32_under_bfloat16():
   cell.conv.kernel[...] = jnp.ones_like(cell.conv.kernel[...])  # identity 1x1 conv
   cell.norm.mean[...] = jnp.full((1,), 200.4, jnp.float32)
   cell.norm.var[...] = jnp.ones((1,), jnp.float32)
-  for variable in (cell.norm.mean, cell.norm.var, cell.norm.scale, cell.norm.bias,
-                   cell.conv.kernel):
-    assert variable[...].dtype == jnp.float32  # stored in float32, whatever the compute
   cell.eval()
   x = jnp.array([197., 199., 200., 201., 203.], jnp.bfloat16).reshape(1, 5, 1, 1)
+  # Only the convolution computes in bfloat16: the normalisation's arithmetic (x - mean,
+  # the scaling, the shift) is float32, so the statistics are not promoted to bfloat16.
+  arithmetic = {eqn.primitive.name: {v.aval.dtype for v in (*eqn.invars, *eqn.outvars)}
+                for eqn in _equations(jax.make_jaxpr(cell)(x).jaxpr)
+                if eqn.primitive.name in ('sub', 'mul', 'add', 'rsqrt')}
+  assert 'sub' in arithmetic and all(
+      dtypes == {jnp.dtype(jnp.float32)} for dtypes in arithmetic.values()), arithmetic
   y = cell(x)
   assert y.dtype == jnp.bfloat16  # the compute dtype flows on
   expected = (np.array([197., 199., 200., 201., 203.]) - 200.4) / np.sqrt(1 + 1e-5)
@@ -63,6 +67,12 @@ def test_batchnorm_is_float32_under_bfloat16():
   y = y.ravel()
   expected = (values - values.mean()) / np.sqrt(values.var() + 1e-5)
   np.testing.assert_allclose(y, expected, rtol=2 ** -8, atol=1e-6)
+  # ... and the running statistics move to 0.9 * old + 0.1 * batch in float32: mean
+  # 0.9 * 200.4 + 0.1 * 259 = 206.26 (bfloat16, whose step at 206 is 1, would keep 206),
+  # variance 0.9 * 1 + 0.1 * 5 = 1.4.
+  for variable, value in ((cell.norm.mean, 206.26), (cell.norm.var, 1.4)):
+    assert variable[...].dtype == jnp.float32
+    np.testing.assert_allclose(variable[...], [value], rtol=1e-6)
 
 
 def test_logits_and_head_gradient_are_float32():

@@ -170,3 +170,41 @@ def test_augment_is_jittable():
   images = jnp.arange(4 * 8 * 8 * 1, dtype=jnp.float32).reshape(4, 8, 8, 1)
   key = jax.random.key(3)
   np.testing.assert_array_equal(jax.jit(data.augment)(key, images), data.augment(key, images))
+
+
+def _zeroed_box(zeroed):
+  """(first row, end row, first column, end column) of the zeroed pixels of one image."""
+  rows, cols = np.nonzero(zeroed)
+  return rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+
+
+def _clipped_span(start, end, extent, size):
+  """Whether [start, end) is a size-wide span around some centre in 0..extent-1, starting
+  size // 2 before it, clipped to the image."""
+  return any((max(c - size // 2, 0), min(c - size // 2 + size, extent)) == (start, end)
+             for c in range(extent))
+
+
+@pytest.mark.parametrize('size', [3, 4])
+def test_cutout_zeroes_one_square_around_a_pixel_clipped_at_the_border(size):
+  """Each image loses one size x size square (every channel) centred on one of its pixels,
+  size // 2 before the centre; a square over the border loses its outside part."""
+  height, width = 8, 10
+  image = np.arange(1, height * width * 2 + 1, dtype=np.float32).reshape(height, width, 2)
+  images = np.broadcast_to(image, (256, height, width, 2))
+  out = np.asarray(data.cutout(jax.random.key(0), jnp.asarray(images), size))
+  zeroed = out == 0
+  np.testing.assert_array_equal(zeroed[..., 0], zeroed[..., 1])
+  np.testing.assert_array_equal(out[~zeroed], images[~zeroed])  # the rest is untouched
+  areas, hangs = [], set()
+  for mask in zeroed[..., 0]:
+    top, bottom, left, right = _zeroed_box(mask)
+    assert mask.sum() == (bottom - top) * (right - left)  # a filled rectangle
+    assert _clipped_span(top, bottom, height, size) and _clipped_span(left, right, width, size)
+    areas.append(mask.sum())
+    if bottom - top < size:
+      hangs.add('top' if top == 0 else 'bottom')
+    if right - left < size:
+      hangs.add('left' if left == 0 else 'right')
+  assert max(areas) == size * size
+  assert hangs == {'top', 'bottom', 'left', 'right'}  # centres reach every border

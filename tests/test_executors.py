@@ -1,5 +1,10 @@
 """Executors: the same search whatever runs at once; failures that stay right with sharing."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +18,11 @@ from blockqnn_jax import results
 from blockqnn_jax import search
 from blockqnn_jax import surrogate
 from blockqnn_jax import train
+from configs import quickstart
 from tests import test_resume
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
 
 
 class JitteryEvaluator:
@@ -183,7 +192,107 @@ def test_closing_the_local_executor_stops_a_training_child():
   assert evaluator.stopped.wait(10)
 
 
-SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
+def test_sigterm_stops_the_search_and_its_training_child_within_half_a_second(tmp_path):
+  evaluator = Stoppable()
+  sent = []
+
+  def sigterm_once_training():
+    evaluator.started.wait(30)
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=sigterm_once_training, daemon=True).start()
+  with pytest.raises(search.SearchStopped):
+    search.run_search(test_resume.resume_config(), str(tmp_path), evaluator)
+  assert evaluator.stopped.wait(0.25)
+  assert time.perf_counter() - sent[0] < 0.5 + 0.25  # a margin for a loaded machine
+
+
+class TrainingWatch:
+  """An Evaluator that notes when its child starts training (asks ``should_stop``)."""
+
+  def __init__(self, evaluator):
+    self.evaluator, self.training = evaluator, threading.Event()
+
+  def prepare(self, block):
+    return self.evaluator.prepare(block)
+
+  def run(self, child, should_stop):
+    def watched():
+      self.training.set()
+      return should_stop()
+    return self.evaluator.run(child, watched)
+
+
+def tiny_child_config(compilation_cache_dir=''):
+  """The quickstart's child on a slice of the digits: seconds to compile, ms a step."""
+  config = quickstart.get_config()
+  config.compilation_cache_dir = compilation_cache_dir
+  config.max_train_examples, config.validation_examples = 256, 64
+  return config
+
+
+def test_a_real_child_in_training_is_abandoned_at_its_next_step():
+  config = tiny_child_config()
+  config.early_stop.epochs = 10_000  # minutes of training, unless abandoned
+  watch = TrainingWatch(train.ChildEvaluator(config))
+  executor = executors.LocalExecutor(watch, children_per_device=1, compile_ahead=0)
+  executor.submit('small', SMALL)
+  assert watch.training.wait(300)
+  time.sleep(0.2)
+  closed = time.perf_counter()
+  executor.close()
+  _, result = executor.next_result(timeout=10)
+  assert time.perf_counter() - closed < 0.5
+  assert result['status'] == 'failed' and result['reason'] == 'cancelled: the search stopped'
+
+
+COMPILE_IN_A_FRESH_PROCESS = """
+import json, sys
+import jax
+from blockqnn_jax import train
+from tests import test_executors
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, **kwargs: hits.append(event == '/jax/compilation_cache/cache_hits'))
+config = test_executors.tiny_child_config(sys.argv[1])
+config.early_stop.epochs = 1
+result = train.evaluate_block(test_executors.SMALL, config)
+print(json.dumps({'status': result['status'], 'hits': sum(hits),
+                  'compile_seconds': result['compile_seconds']}))
+"""
+
+
+def test_a_second_process_reads_the_child_back_from_the_compilation_cache(tmp_path):
+  runs = []
+  for _ in range(2):
+    process = subprocess.run(
+        [sys.executable, '-c', COMPILE_IN_A_FRESH_PROCESS, str(tmp_path / 'cache')],
+        env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True, check=True)
+    runs.append(json.loads(process.stdout.splitlines()[-1]))
+  cold, warm = runs
+  assert cold['status'] == warm['status'] == 'ok'
+  assert cold['hits'] == 0 and warm['hits'] > 0
+  assert warm['compile_seconds'] < cold['compile_seconds'] / 2, runs
+
+
+def test_a_replaced_actor_never_comes_back_into_the_pool():
+  """An actor with three calls in flight dies: one call fails (the actor is replaced),
+  one had finished before (its success comes back late), the third fails too."""
+  started = []
+
+  def new_actor():
+    started.append(f'actor {len(started)}')
+    return started[-1]
+
+  pool = executors._ActorPool(new_actor, size=1, calls_per_actor=3)
+  dead = [pool.acquire() for _ in range(3)][0]
+  pool.replace(dead)
+  pool.release(dead)
+  pool.replace(dead)
+  assert pool.actors == ['actor 1'] and started == ['actor 0', 'actor 1']
+  assert [pool.acquire() for _ in range(4)] == ['actor 1'] * 3 + [None]
+
 
 
 @pytest.mark.parametrize('field, value, reason', [

@@ -1,6 +1,12 @@
 """The pieces of the paper-reproduction experiments, on hand-made data (no training), and
 their figures drawn headless."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
 from PIL import Image
 import pytest
 
@@ -9,6 +15,9 @@ from configs import default
 from configs import quickstart
 from experiments import rank_agreement
 from experiments import search_curves
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CIFAR10_DIR = ROOT.parent / 'shared' / 'data' / 'tfds' / 'cifar10' / '3.0.2'  # bench_pipeline's
 
 
 def record(iteration, accuracy, block_hash='h'):
@@ -44,13 +53,27 @@ def test_epsilon_phases_start_where_the_schedule_says():
       (0, 1.0), (3, 0.5), (5, 0.1)]
 
 
-def test_q_vs_random_figure_is_drawn_headless(tmp_path):
-  stats = {'iteration': [0, 1, 2], 'mean': [0.4, 0.5, 0.6], 'mean_std': [0.0, 0.1, 0.1],
-           'top_k': [0.6, 0.7, 0.8], 'top_k_std': [0.1, 0.0, 0.1]}
-  summary = {'seeds': 2, 'qlearning': stats, 'random': stats}
+def test_q_vs_random_figure_draws_each_strategys_curves(tmp_path):
+  """The lines drawn are the summary's numbers (iterations shown from 1), each under its
+  strategy's label, and the epsilon phases are marked between iterations."""
+  q_stats = {'iteration': [0, 1, 2], 'mean': [0.4, 0.5, 0.6], 'mean_std': [0.0, 0.1, 0.1],
+             'top_k': [0.6, 0.7, 0.8], 'top_k_std': [0.1, 0.0, 0.1]}
+  random_stats = {'iteration': [0, 1, 2], 'mean': [0.3, 0.3, 0.2], 'mean_std': [0.0] * 3,
+                  'top_k': [0.5, 0.4, 0.45], 'top_k_std': [0.0] * 3}
+  summary = {'seeds': 2, 'qlearning': q_stats, 'random': random_stats}
   path = tmp_path / 'q_vs_random.png'
-  search_curves.plot(summary, ((1.0, 2), (0.1, 1)), 5, str(path))
+  figure = search_curves.plot(summary, ((1.0, 2), (0.1, 1)), 5, str(path))
   assert Image.open(path).size == (9 * 120, 5 * 120)
+  axes, = figure.axes
+  curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in axes.get_lines() if not line.get_label().startswith('_')}
+  assert curves == {'qlearning: mean': ([1, 2, 3], pytest.approx(q_stats['mean'])),
+                    'qlearning: top-5': ([1, 2, 3], pytest.approx(q_stats['top_k'])),
+                    'random: mean': ([1, 2, 3], pytest.approx(random_stats['mean'])),
+                    'random: top-5': ([1, 2, 3], pytest.approx(random_stats['top_k']))}
+  phases = [list(line.get_xdata()) for line in axes.get_lines()
+            if line.get_label().startswith('_')]
+  assert phases == [[0.5, 0.5], [2.5, 2.5]]
 
 
 CONV1, CONV3, CONV5 = ([[1, 1, k, 0, 0], [2, 7, 0, 0, 0]] for k in (1, 3, 5))
@@ -78,12 +101,22 @@ def test_correlations_over_the_reward_grid():
   assert summary['reward']['kendall'] == [[pytest.approx(-1.0)] * 2, [pytest.approx(1.0)] * 2]
 
 
-def test_early_stop_correlation_figure_is_drawn_headless(tmp_path):
+def test_early_stop_correlation_figure_draws_the_blocks_and_the_grid(tmp_path):
+  """The scatter holds the successful blocks' (early, long) accuracies; the heat map is
+  Spearman's rho over (mu, rho), one row per mu, with each cell's value written on it."""
   records = fake_measurements()
   summary = rank_agreement.correlations(records, [0.0, 0.1, 1.0], [0.0, 8.0], 32)
   path = tmp_path / 'early_stop_correlation.png'
-  rank_agreement.plot(records, summary, str(path))
+  figure = rank_agreement.plot(records, summary, str(path))
   assert Image.open(path).size == (11 * 120, int(4.5 * 120))
+  scatter, heat = figure.axes[:2]
+  points, = scatter.collections
+  np.testing.assert_allclose(points.get_offsets(), [[0.5, 0.9], [0.6, 0.8], [0.7, 0.7]])
+  image, = heat.images
+  grid = np.array(summary['reward']['spearman'])
+  assert grid.shape == (3, 2)
+  np.testing.assert_allclose(image.get_array(), grid)
+  assert [text.get_text() for text in heat.texts] == [f'{v:.2f}' for v in grid.ravel()]
 
 
 def test_the_long_recipe_stretches_epochs_and_decay():
@@ -105,3 +138,18 @@ def test_sampled_blocks_are_distinct_and_seeded():
   with pytest.raises(ValueError, match='--k=11 is more distinct blocks than the space gave'):
     rank_agreement.sample_blocks(search_config, 11, seed=0)
 
+
+
+@pytest.mark.skipif(not CIFAR10_DIR.is_dir(),
+                    reason=f'CIFAR-10 (for the mock JPEGs) is not prepared at {CIFAR10_DIR}')
+def test_the_pipeline_benchmark_ends_quietly():
+  """Grain's worker processes hand batches over in shared memory: closing the iterator
+  frees all of it, so the run ends without the resource tracker's leak warning."""
+  run = subprocess.run(
+      [sys.executable, 'experiments/bench_pipeline.py', '--dataset=jpeg_mock',
+       '--mock_images=32', '--image_size=32', '--batch_size=16', '--batches=3',
+       '--workers=2'],
+      cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, capture_output=True,
+      text=True, timeout=300, check=True)
+  assert '"images_per_second"' in run.stdout.splitlines()[-1]
+  assert 'leaked' not in run.stderr, run.stderr

@@ -1,5 +1,6 @@
 """mode=transfer_imagenet as one job of two JAX processes on the CPU (as two hosts would
-run it): it trains, checkpoints, dies, resumes, and ends as the one-process run does."""
+run it): it trains, checkpoints when process 0's clock says so, dies, resumes, and ends as
+the one-process run does; only process 0 writes TensorBoard events."""
 
 import json
 import os
@@ -22,8 +23,9 @@ FLAGS = ['--config=configs/cifar10.py:smoke', '--config.mode=transfer_imagenet',
          f'--config.dataset={CIFAR_DIR}', f'--config.block={SMALL}',
          '--config.transfer.image_size=32', '--config.transfer.max_eval_examples=64',
          '--config.max_train_examples=128', '--config.transfer.batch_size=32',
-         '--config.transfer.epochs=2', '--config.transfer.warmup_epochs=1',
-         '--config.transfer.checkpoint_every_seconds=0']
+         '--config.transfer.epochs=2', '--config.transfer.warmup_epochs=1']
+# Seconds a run of the job may take; a job whose processes disagree on a collective hangs.
+TIMEOUT = 400
 
 
 def free_port() -> int:
@@ -33,9 +35,10 @@ def free_port() -> int:
 
 
 def launch(workdir, processes: int, devices_per_process: int, crash_after_save: int = 0,
-           workers: int = 0):
+           workers: int = 0, checkpoint_every_seconds: float = 0, clocks: tuple = ()):
   """Runs the job's ``processes`` commands at once (``workers`` Grain worker processes
-  each); returns their exit statuses and outputs."""
+  each, process i's checkpoint timer reading ``clocks[i]`` where given: see
+  multihost_driver.py); returns their exit statuses and outputs."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices_per_process}'}
   if crash_after_save:
@@ -44,12 +47,21 @@ def launch(workdir, processes: int, devices_per_process: int, crash_after_save: 
       f'--config.distributed.coordinator_address=localhost:{free_port()}',
       f'--config.distributed.num_processes={processes}']
   commands = [[sys.executable, 'tests/multihost_driver.py', *FLAGS, *job,
-                f'--config.transfer.workers={workers}',
+               f'--config.transfer.workers={workers}',
+               f'--config.transfer.checkpoint_every_seconds={checkpoint_every_seconds}',
                f'--workdir={workdir}'] + ([f'--config.distributed.process_id={i}'] if job else [])
               for i in range(processes)]
-  running = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for command in commands]
-  outputs = [process.communicate(timeout=600)[0] for process in running]
+  envs = [{**env, 'CHECKPOINT_CLOCK': clock} for clock in clocks] or [env] * processes
+  running = [subprocess.Popen(command, cwd=ROOT, env=process_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for command, process_env in zip(commands, envs)]
+  try:
+    outputs = [process.communicate(timeout=TIMEOUT)[0] for process in running]
+  except subprocess.TimeoutExpired:
+    for process in running:
+      process.kill()
+    outputs = [process.communicate()[0] for process in running]
+    pytest.fail(f'the job did not end in {TIMEOUT} s: {outputs}')
   return [process.returncode for process in running], outputs
 
 
@@ -59,16 +71,22 @@ def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
   one, two = tmp_path / 'one', tmp_path / 'two'
   statuses, outputs = launch(one, processes=1, devices_per_process=2)
   assert statuses == [0], outputs
-  # Both processes die right after the checkpoint in the middle of epoch 2, then resume
-  # it with a Grain worker process each (as on a machine with other cores): the worker
-  # count changes nothing, since a batch is a pure function of its position.
+  # Process 0's clock says a checkpoint is due at every step, process 1's never: both
+  # still save together (Orbax's save is collective; disagreeing processes would hang)
+  # and die right after the checkpoint in the middle of epoch 2, then resume it with a
+  # Grain worker process each (as on a machine with other cores): the worker count
+  # changes nothing, since a batch is a pure function of its position.
   crash_step = STEPS_PER_EPOCH + 2
-  statuses, outputs = launch(two, 2, 1, crash_after_save=crash_step)
-  assert statuses == [CRASH_EXIT_STATUS] * 2, outputs
+  statuses, crashed = launch(two, 2, 1, crash_after_save=crash_step,
+                             checkpoint_every_seconds=60, clocks=('fast', 'stopped'))
+  assert statuses == [CRASH_EXIT_STATUS] * 2, crashed
   assert not (two / 'final.json').exists()
   statuses, outputs = launch(two, 2, 1, workers=1)
   assert statuses == [0, 0], outputs
   assert 'top1_accuracy' in outputs[0] and 'top1_accuracy' not in outputs[1]  # 0 reports
+  for run in (crashed, outputs):  # only process 0 writes TensorBoard events
+    assert 'TensorBoard events from process 0' in run[0]
+    assert 'TensorBoard events from process' not in run[1]
   assert 'resuming from epoch 2, step 2' in outputs[0]
   alone, joint = (json.loads((w / 'final.json').read_text()) for w in (one, two))
   # The same global batches, so the same run up to the order of floating-point sums.

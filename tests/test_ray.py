@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -167,6 +168,49 @@ def test_an_actor_on_a_share_of_a_gpu_preallocates_only_its_share(
   try:
     actor = executor.actors[0]
     assert ray.get(actor.environment.remote('XLA_PYTHON_CLIENT_MEM_FRACTION')) == fraction
+  finally:
+    executor.close()
+
+
+def test_max_in_flight_beyond_the_cluster_still_finishes(tmp_path):
+  """Six actors asked of two CPUs: the four that could not be placed would hold their
+  children forever."""
+  config = ray_config()
+  config.ray.max_in_flight = 6
+  config.search.epsilon_schedule = ((1.0, 1),)
+  run = threading.Thread(target=search.run_search, daemon=True,
+                         args=(config, str(tmp_path), Evaluator()))
+  run.start()
+  run.join(timeout=30)
+  assert not run.is_alive(), 'the search stalled'
+  assert len(records_of(tmp_path)) == 4
+
+
+@pytest.mark.parametrize('cpus_per_trial, gpus_per_trial, children_per_device, actors', [
+    (1.0, 0, 1, 2),     # one per CPU
+    (0.5, 0, 1, 4),     # one per cpus_per_trial
+    (0.25, -1, 1, 2),   # one per GPU
+    (0.25, -1, 3, 6),   # three share each GPU
+    (0.5, 0.25, 1, 4),  # the CPUs place fewer than the GPUs would
+])
+def test_max_in_flight_0_places_as_many_actors_as_the_cluster_fits(
+    cpus_per_trial, gpus_per_trial, children_per_device, actors):
+  resources = {'CPU': 2.0, 'GPU': 2.0}  # this module's cluster
+  gpus = 1 / children_per_device if gpus_per_trial < 0 else gpus_per_trial
+  assert executors.actor_count(resources, cpus_per_trial, gpus, 0) == actors
+
+
+def test_every_actor_started_is_placed():
+  """Two children per GPU would be four actors, but two CPUs place only two."""
+  config = ray_config()
+  config.ray.max_in_flight = 0
+  config.ray.gpus_per_trial = -1
+  config.children_per_device = 2
+  executor = executors.RayExecutor(config, surrogate.synthetic_accuracy, compile_ahead=0)
+  try:
+    calls = [actor.environment.remote('PATH') for actor in executor.actors]
+    ready, pending = ray.wait(calls, num_returns=len(calls), timeout=20)
+    assert len(ready) == len(executor.actors) == 2, f'{len(pending)} actors never placed'
   finally:
     executor.close()
 

@@ -158,16 +158,47 @@ def test_the_train_step_minimises_the_smoothed_loss(label_smoothing):
       float(train.cross_entropy(logits, labels)), rel=1e-5)
 
 
-def test_the_recipe_blocks_reach_the_trainer():
+def kernels_only(params):
+  """The weight-decay mask of 'no bias decay', written here: True on kernels only."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: [key.key for key in path if hasattr(key, 'key')][-1] == 'kernel',
+      params)
+
+
+def recipe_by_hand(recipe_name: str) -> tuple[list[float], optax.GradientTransformation]:
+  """The learning rates of the first 7 steps (1 step per epoch) and the optimizer of
+  ``default.get_config()``'s recipe, from its published numbers, not from train_final."""
+  if recipe_name == 'transfer':  # 5 warm-up steps from 0 to 0.1, then a cosine over 85
+    rates = [0.1 * step / 5 for step in range(5)] + [
+        0.1 * (1 + math.cos(math.pi * step / 85)) / 2 for step in range(2)]
+    decay = optax.add_decayed_weights(1e-4, mask=kernels_only)
+    nesterov = True
+  else:  # 0.1 until epoch 150, decay on every parameter, plain momentum
+    rates, decay, nesterov = [0.1] * 7, optax.add_decayed_weights(5e-4), False
+  schedule = lambda step: jnp.asarray(rates, jnp.float32)[step]
+  return rates, optax.chain(decay, optax.sgd(schedule, momentum=0.9, nesterov=nesterov))
+
+
+@pytest.mark.parametrize('recipe_name, smoothing', [('transfer', 0.1), ('train', 0.0)])
+def test_the_recipe_blocks_reach_the_trainer(recipe_name, smoothing):
+  """The trainer built with a recipe has that recipe's learning rates, weight-decay mask,
+  momentum and label smoothing: another recipe's optimizer or schedule fails this."""
   config = default.get_config()
-  block, mesh = nsc.Block.from_json(SMALL), train.make_mesh()
-  for recipe, smoothing in ((config.transfer, 0.1), (config.train, 0.0)):
-    recipe.update(filters=4, repeats=1)
-    model_config = train_final.final_model_config(config, recipe)
-    _, trainer, _ = train_final.build_trainer(config, recipe, block, model_config, mesh,
-                                              None, num_classes=3, channels=3,
-                                              steps_per_epoch=1)
-    assert trainer.label_smoothing == smoothing
+  recipe = config[recipe_name]
+  recipe.update(filters=4, repeats=1)
+  model_config = train_final.final_model_config(config, recipe)
+  model_config.template = 'imagenet'  # so that small_params fits its masks
+  _, trainer, schedule = train_final.build_trainer(
+      config, recipe, nsc.Block.from_json(SMALL), model_config, train.make_mesh(), None,
+      num_classes=3, channels=3, steps_per_epoch=1)
+  rates, expected_tx = recipe_by_hand(recipe_name)
+  np.testing.assert_allclose([float(schedule(step)) for step in range(7)], rates, rtol=1e-6)
+  params = small_params()
+  for ours, expected in zip(updates_over_steps(trainer.tx, params, steps=7),
+                            updates_over_steps(expected_tx, params, steps=7)):
+    for a, b in zip(ours, expected):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+  assert trainer.label_smoothing == smoothing
 
 
 @pytest.mark.parametrize('mode, field, value, message', [

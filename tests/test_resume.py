@@ -8,8 +8,10 @@ import sys
 import time
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
+from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import checkpoint
 from blockqnn_jax import results
 from blockqnn_jax import search
@@ -34,13 +36,15 @@ def resume_config():
 
 
 class CountingEvaluator:
-  """The surrogate, counting calls; raises Crash on call number `crash_at` (1-based)."""
+  """The surrogate, counting calls (``keys``: the blocks called with); raises Crash on call
+  number `crash_at` (1-based)."""
 
   def __init__(self, crash_at=None):
-    self.calls, self.crash_at = 0, crash_at
+    self.calls, self.crash_at, self.keys = 0, crash_at, []
 
   def __call__(self, block):
     self.calls += 1
+    self.keys.append(block.canonical_hash())
     if self.calls == self.crash_at:
       raise Crash()
     return {'accuracy': surrogate.synthetic_accuracy(block), 'train_seconds': 0.0}
@@ -103,31 +107,83 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterru
   assert crashing.calls - 1 + resumed.calls == expected_calls
 
 
-def test_resume_after_a_crash_inside_a_checkpoint(tmp_path, uninterrupted, monkeypatch):
-  saves = []
-  original = checkpoint.SearchCheckpointer.save
+def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, uninterrupted):
+  expected, expected_calls = uninterrupted
+  command = [sys.executable, os.path.join(ROOT, 'tests', 'driver.py'), str(tmp_path),
+             'local', '0']
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  killed = subprocess.run([*command, '1', '3'], env=env, capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  torn = list((tmp_path / 'checkpoints').glob('3.orbax-checkpoint-tmp*'))
+  assert torn and (torn[0] / 'arrays' / 'manifest.ocdbt').exists()  # died mid-checkpoint
+  before = results.read_results(str(tmp_path))
+  assert len(before) == 3 * 6  # the iteration the checkpoint was to cover, all logged
+  rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+  assert_same_outcome(outcome(tmp_path), expected)
+  assert results.read_results(str(tmp_path))[:len(before)] == before
+  assert not list((tmp_path / 'checkpoints').glob('*tmp*'))  # the torn one cleaned up
+  # No finished child was trained again.
+  trained_before = sum(not r['cached'] for r in before)
+  assert trained_before + int(rerun.stdout.split('evaluations: ')[1]) == expected_calls
 
-  def crash_on_third_save(self, step, *args):
-    saves.append(step)
-    if len(saves) == 3:
-      raise Crash()
-    original(self, step, *args)
 
-  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', crash_on_third_save)
+def test_a_torn_last_line_is_cut_off_and_only_its_child_re_evaluated(tmp_path, uninterrupted):
+  expected, expected_calls = uninterrupted
+  crashing = CountingEvaluator(crash_at=9)
   with pytest.raises(Crash):
-    search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
-  monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', original)
-  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
-  assert_same_outcome(outcome(tmp_path), uninterrupted[0])
+    search.run_search(resume_config(), str(tmp_path), crashing)
+  log = tmp_path / 'results.jsonl'
+  *complete, last = log.read_bytes().splitlines(keepends=True)
+  torn = json.loads(last)
+  assert not torn['cached'] and torn['iteration'] == 1  # a trained child, not checkpointed
+  log.write_bytes(b''.join(complete) + last[:len(last) // 2])  # the kill cut its write short
+  resumed = CountingEvaluator()
+  search.run_search(resume_config(), str(tmp_path), resumed)
+  finished = crashing.keys[:-1]  # the last call crashed: it finished nothing
+  assert [key for key in resumed.keys if key in finished] == [torn['hash']]
+  assert len(finished) - 1 + resumed.calls == expected_calls
+  assert_same_outcome(outcome(tmp_path), expected)
 
 
-def test_a_torn_last_line_is_cut_off_and_re_evaluated(tmp_path, uninterrupted):
-  with pytest.raises(Crash):
-    search.run_search(resume_config(), str(tmp_path), CountingEvaluator(crash_at=9))
-  with open(tmp_path / 'results.jsonl', 'a') as f:
-    f.write('{"codes": [[1, 1, 3')  # a write the kill cut short
-  search.run_search(resume_config(), str(tmp_path), CountingEvaluator())
-  assert_same_outcome(outcome(tmp_path), uninterrupted[0])
+def trained_agent_state():
+  config = resume_config()
+  agent = agent_lib.make_strategy(config.search, config.seed)
+  for _ in range(3):
+    block = agent.propose()
+    agent.feedback(block, surrogate.synthetic_accuracy(block))
+  return agent.state_dict()
+
+
+def test_a_checkpoint_restores_every_array_as_saved_empty_ones_included(tmp_path):
+  config = resume_config()
+  fresh = agent_lib.make_strategy(config.search, config.seed).state_dict()
+  assert any(v.size == 0 for v in fresh.values() if isinstance(v, np.ndarray))
+  for name, state in (('fresh', fresh), ('trained', trained_agent_state())):
+    checkpointer = checkpoint.SearchCheckpointer(str(tmp_path / name))
+    checkpointer.save(1, state, {'lines': 0})
+    restored, _ = checkpointer.restore()
+    assert restored.keys() == state.keys()
+    for key, value in state.items():
+      if isinstance(value, np.ndarray):
+        assert restored[key].shape == value.shape and restored[key].dtype == value.dtype
+        np.testing.assert_array_equal(restored[key], value)
+      else:
+        assert restored[key] == value, key
+
+
+def test_a_saved_array_of_another_shape_is_an_error_naming_it(tmp_path):
+  """A Q-table stored with fewer values than its saved shape: never restored as zeros."""
+  state = trained_agent_state()
+  checkpointer = checkpoint.SearchCheckpointer(str(tmp_path))
+  checkpointer.save(1, state, {'lines': 0})
+  arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+  meta = {'agent': {k: v for k, v in state.items() if k not in arrays},
+          'search': {'lines': 0}, 'shapes': {k: list(v.shape) for k, v in arrays.items()}}
+  arrays['q_values'] = arrays['q_values'][:-1]
+  checkpointer.manager.save(2, args=ocp.args.Composite(
+      arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
+  with pytest.raises(ValueError, match=r"array 'q_values' has shape \(\d+,\) but was saved"):
+    checkpointer.restore()
 
 
 def test_a_finished_search_resumes_to_nothing_to_do(tmp_path):

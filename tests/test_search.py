@@ -1,14 +1,20 @@
 """The search loop driven by a surrogate: logs, cache, best block, Q-learning vs random."""
 
 import json
+import pathlib
+import tempfile
 
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import surrogate
 from configs import default
+from tests import strategies
 
 PAPER_SCHEDULE_QUARTER = (
     (1.0, 24), (0.9, 2), (0.8, 2), (0.7, 2), (0.6, 3),
@@ -48,19 +54,43 @@ def test_search_writes_results_and_best_block(tmp_path):
   assert summary['blocks_evaluated'] == len({r['hash'] for r in records})
 
 
-def test_isomorphic_blocks_are_not_evaluated_twice(tmp_path):
+def scripted_strategy(proposals):
+  """make_strategy, but the strategy proposes ``proposals`` in turn."""
+  make_strategy = agent_lib.make_strategy
+
+  def make(*args):
+    strategy = make_strategy(*args)
+    strategy.propose = iter(proposals).__next__
+    return strategy
+
+  return make
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data())
+def test_isomorphic_blocks_are_not_evaluated_twice(data):
+  """A block and its renumberings (other layer orders, add/concat operands swapped) are
+  trained once, whatever order they come in."""
+  block = data.draw(strategies.blocks(max_layers=5))
+  proposals = [block, *(data.draw(strategies.renumberings(block)) for _ in range(5))]
+  assume(len({str(b.to_codes()) for b in proposals}) > 1)  # real isomorphs
   config = small_config()
-  config.search.max_layers = 1  # only 10 distinct one-layer blocks exist
+  config.search.epsilon_schedule = ((1.0, 1),)
+  config.search.blocks_per_iteration = len(proposals)
+  config.search.max_layers = 5
   calls = []
 
-  def evaluate(block):
-    calls.append(block.canonical_hash())
+  def evaluate(arch):
+    calls.append(arch.to_codes())
     return {'accuracy': 0.5, 'train_seconds': 1.0}
 
-  summary = search.run_search(config, str(tmp_path), evaluate)
-  records = read_results(tmp_path)
-  assert len(calls) == len(set(calls)) == summary['blocks_evaluated'] <= 10
-  assert sum(not r['cached'] for r in records) == len(calls)
+  with tempfile.TemporaryDirectory() as workdir, pytest.MonkeyPatch.context() as patch:
+    patch.setattr(search.agent_lib, 'make_strategy', scripted_strategy(proposals))
+    summary = search.run_search(config, workdir, evaluate)
+    records = read_results(pathlib.Path(workdir))
+  assert calls == [block.to_codes()] and summary['blocks_evaluated'] == 1
+  assert [r['codes'] for r in records] == [b.to_codes() for b in proposals]
+  assert [r['cached'] for r in records] == [False] + [True] * (len(proposals) - 1)
   assert all(r['train_seconds'] == 1.0 for r in records)
 
 

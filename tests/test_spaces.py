@@ -121,8 +121,8 @@ def count_threes(arch) -> float:
 
 
 def test_qlearning_state_on_a_sequence_is_position_and_previous_choice():
-  strategy = agent.make_strategy(search_config(learning_rate=1.0, replay_samples=0), 0,
-                                 NB201)
+  strategy = agent.make_strategy(
+      search_config(learning_rate=1.0, discount=1.0, replay_samples=0), 0, NB201)
   strategy.feedback((3, 3, 4, 1, 3, 1), 0.9)
   assert set(strategy.q) == {(0, -1), (1, 3), (2, 3), (3, 4), (4, 1), (5, 3)}
   # alpha = 1: the last step holds the full reward, the first R/T + max of the next.

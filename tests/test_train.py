@@ -3,13 +3,18 @@
 import json
 import os
 import pathlib
+import pwd
+import subprocess
+import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from blockqnn_jax import compilation
 from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax import search
@@ -117,6 +122,37 @@ def test_evaluate_block_reports_scores_costs_and_times():
   assert result['epochs'] == 2
   assert result['reward'] == pytest.approx(
       result['accuracy'] - result['flops_term'] - result['density_term'])
+
+
+def test_validation_accuracy_divides_by_the_real_images_not_the_padded_batches():
+  """300 validation digits in batches of 64: the last batch is 20 padding images. A head
+  that always answers 3, and labels 3 on 250 of them, give exactly 250 / 300 (dividing by
+  the 320 padded slots would give 0.78)."""
+  config = digits_config()
+  mesh = train.make_mesh()
+  data = train.device_data(config, mesh)
+  assert len(data.eval_labels) == 320 and int(data.eval_mask.sum()) == 300
+  model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+                               in_channels=1)
+  model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+  model.head.bias[...] = 10.0 * jax.nn.one_hot(3, data.num_classes)
+  labels = np.where(np.arange(320) < 250, 3, 4).astype(np.int32)
+  data = data.replace(eval_labels=jax.device_put(labels, data.eval_labels.sharding))
+  trainer = train.Trainer(model, optax.sgd(0.0), data, mesh, config.batch_size, np.float32)
+  assert trainer.accuracy() == pytest.approx(250 / 300)
+
+
+def test_children_compile_into_the_test_sessions_cache_not_the_users():
+  """conftest.py points HOME at a temporary directory: the default cache directory, in
+  this process and in a subprocess, is not under the user's home."""
+  user_home = pwd.getpwuid(os.getuid()).pw_dir
+  assert train.evaluate_block(SMALL, digits_config(max_train_examples=64))['status'] == 'ok'
+  assert compilation._configured_dir and os.listdir(compilation._configured_dir)
+  expand = f'import os; print(os.path.expanduser({digits_config().compilation_cache_dir!r}))'
+  in_subprocess = subprocess.run([sys.executable, '-c', expand], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+  for cache in (compilation._configured_dir, in_subprocess):
+    assert cache.endswith('jax_cache') and not cache.startswith(user_home + os.sep), cache
 
 
 def test_patience_stops_a_child_that_no_longer_improves(monkeypatch):

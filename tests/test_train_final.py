@@ -3,6 +3,8 @@
 import json
 import os
 import pathlib
+import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +16,14 @@ from blockqnn_jax import check_config
 from blockqnn_jax import data
 from blockqnn_jax import train
 from blockqnn_jax import train_final
+from blockqnn_jax import workdir as workdir_lib
 from configs import cifar10
 from configs import quickstart
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
 
 SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
+OTHER = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]'  # concat
 CIFAR_DIR = pathlib.Path(
     os.environ.get('TFDS_DATA_DIR') or
     pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
@@ -143,3 +147,76 @@ def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypa
   assert parts['test_accuracy'] == whole['test_accuracy']
   for a, b in zip(final_params(tmp_path / 'parts'), final_params(tmp_path / 'whole')):
     np.testing.assert_array_equal(a, b)
+
+
+def workdir_files(workdir) -> dict:
+  """Every file under ``workdir`` and its bytes: what a refused start must leave as is."""
+  return {str(path.relative_to(workdir)): path.read_bytes()
+          for path in sorted(workdir.rglob('*')) if path.is_file()}
+
+
+@pytest.mark.parametrize('field, value, change', [
+    ('block', OTHER, f'block: {SMALL!r} -> {OTHER!r}'),
+    ('dataset', 'synthetic', "dataset: 'digits' -> 'synthetic'"),
+    ('train.learning_rate', 0.05, 'train.learning_rate: 0.1 -> 0.05'),
+    ('train.epochs', 2, 'train.epochs: 3 -> 2'),
+], ids=['block', 'dataset', 'learning_rate', 'fewer_epochs'])
+def test_a_rerun_with_another_config_is_refused_and_changes_nothing(
+    tmp_path, uninterrupted, field, value, change):
+  workdir = tmp_path / 'work'
+  shutil.copytree(uninterrupted[1], workdir)
+  before = workdir_files(workdir)
+  assert 'config.json' in before
+  config = digits_train_config()
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(workdir_lib.ConfigMismatchError) as error:
+    train_final.train_and_evaluate(config, str(workdir))
+  assert str(error.value) == (
+      f'{workdir} holds a mode=train run made with another config ({change}); use a new '
+      '--workdir, or --allow_config_change to continue it anyway')
+  assert workdir_files(workdir) == before
+
+
+def test_more_epochs_extend_the_run_and_the_flag_allows_another_config(tmp_path,
+                                                                       uninterrupted):
+  whole, whole_dir = uninterrupted
+  workdir = tmp_path / 'work'
+  shutil.copytree(whole_dir, workdir)
+  # The same block from a file, with more epochs, another checkpoint interval and another
+  # transfer recipe: the run goes on from its third epoch.
+  block_file = tmp_path / 'best_block.json'
+  block_file.write_text(json.dumps({'codes': json.loads(SMALL)}))
+  longer = digits_train_config()
+  longer.block = str(block_file)
+  longer.train.update(epochs=4, checkpoint_every_seconds=60)
+  longer.transfer.update(workers=7, epochs=5)
+  extended = train_final.train_and_evaluate(longer, str(workdir))
+  assert extended['history'][:3] == whole['history']
+  assert [h['epoch'] for h in extended['history']] == [1, 2, 3, 4]
+  recorded = json.loads((workdir / 'config.json').read_text())
+  assert recorded['train.epochs'] == 4 and recorded['block'] == SMALL
+  # Another learning rate is refused, and continues (nothing left to train) with the flag.
+  longer.train.learning_rate = 0.05
+  with pytest.raises(workdir_lib.ConfigMismatchError,
+                     match=re.escape('train.learning_rate: 0.1 -> 0.05')):
+    train_final.train_and_evaluate(longer, str(workdir))
+  assert train_final.train_and_evaluate(longer, str(workdir), allow_config_change=True)[
+      'history'] == extended['history']
+  assert json.loads((workdir / 'config.json').read_text())['train.learning_rate'] == 0.05
+
+
+def test_a_checkpoint_is_due_when_process_0_says_so(monkeypatch):
+  """Every process saves when process 0's clock says so, whatever its own clock says:
+  Orbax's save is collective (the two-process run in test_multihost.py shows it)."""
+  own_clock, process_0 = [], {'due': 1}
+
+  def broadcast_one_to_all(value):
+    own_clock.append(int(value))
+    return np.int32(process_0['due'])
+
+  monkeypatch.setattr(train_final.multihost_utils, 'broadcast_one_to_all',
+                      broadcast_one_to_all)
+  not_yet, overdue = (train_final.CheckpointTimer(interval) for interval in (3600, -1))
+  assert not_yet.due() and own_clock == [0]
+  process_0['due'] = 0
+  assert not overdue.due() and own_clock == [0, 1]

@@ -3,6 +3,8 @@
 import io
 import os
 import pathlib
+import re
+import shutil
 import types
 
 import grain
@@ -19,11 +21,15 @@ from blockqnn_jax import nsc
 from blockqnn_jax import train
 from blockqnn_jax import train_final
 from blockqnn_jax import transfer
+from blockqnn_jax import workdir as workdir_lib
 from configs import cifar10
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
+from tests.test_train_final import workdir_files
 
 SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
+MAX_POOL = '[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]'
+AVERAGE_POOL = '[[1, 3, 3, 0, 0], [2, 7, 0, 0, 0]]'  # the same parameters as MAX_POOL
 CIFAR_DIR = pathlib.Path(
     os.environ.get('TFDS_DATA_DIR') or
     pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
@@ -83,6 +89,51 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
   for other in ('parts', 'mid'):
     for a, b in zip(final_params(tmp_path / 'whole'), final_params(tmp_path / other)):
       np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope='module')
+def one_epoch(tmp_path_factory):
+  """A small transfer of MAX_POOL, one epoch on mock ImageNet: (config, summary, workdir)."""
+  workdir = tmp_path_factory.mktemp('one_epoch')
+  config = transfer_config()
+  config.block = MAX_POOL
+  config.transfer.update(filters=8, repeats=1, epochs=1, warmup_epochs=0, workers=1)
+  with tfds.testing.mock_data(num_examples=160):
+    return config, transfer.transfer_and_evaluate(config, str(workdir)), workdir
+
+
+def test_more_epochs_extend_a_transfer(tmp_path, one_epoch):
+  config, first, workdir = one_epoch
+  shutil.copytree(workdir, tmp_path / 'work')
+  longer = config.copy_and_resolve_references()
+  longer.transfer.update(epochs=2, workers=0, checkpoint_every_seconds=60)
+  longer.train.epochs = 7  # the other mode's recipe
+  with tfds.testing.mock_data(num_examples=160):
+    extended = transfer.transfer_and_evaluate(longer, str(tmp_path / 'work'))
+  assert extended['history'][:1] == first['history']
+  assert [h['epoch'] for h in extended['history']] == [1, 2]
+
+
+@pytest.mark.parametrize('field, value, change', [
+    ('block', AVERAGE_POOL, f'block: {MAX_POOL!r} -> {AVERAGE_POOL!r}'),
+    ('dataset', 'imagenet_resized/32x32',
+     "dataset: 'imagenet2012' -> 'imagenet_resized/32x32'"),
+    ('transfer.learning_rate_per_256', 0.2, 'transfer.learning_rate_per_256: 0.1 -> 0.2'),
+], ids=['block', 'dataset', 'learning_rate'])
+def test_a_transfer_rerun_with_another_config_is_refused_and_changes_nothing(
+    tmp_path, one_epoch, field, value, change):
+  config, _, workdir = one_epoch
+  shutil.copytree(workdir, tmp_path / 'work')
+  before = workdir_files(tmp_path / 'work')
+  changed = config.copy_and_resolve_references()
+  # With more epochs too, which alone would extend the run.
+  changed.update_from_flattened_dict({field: value, 'transfer.epochs': 2})
+  with tfds.testing.mock_data(num_examples=160), pytest.raises(
+      workdir_lib.ConfigMismatchError,
+      match=re.escape(f'holds a mode=transfer_imagenet run made with another config '
+                      f'({change}); use a new --workdir')):
+    transfer.transfer_and_evaluate(changed, str(tmp_path / 'work'))
+  assert workdir_files(tmp_path / 'work') == before
 
 
 def test_top1_and_top5_count_the_right_images():

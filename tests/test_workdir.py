@@ -5,6 +5,7 @@ These run real driver processes, as a user or a cluster scheduler would.
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -56,6 +57,61 @@ def test_a_second_driver_on_a_busy_workdir_exits_with_one_line(tmp_path):
       'to finish or stop it (a rerun resumes), or give another --workdir']
   lines = (workdir / 'results.jsonl').read_text().splitlines()
   assert len({json.loads(line)['index'] for line in lines}) == len(lines)
+
+
+# (Not imported from test_multihost: its driver imports blockqnn_jax.main, whose flags a
+# config file importing this module would then define twice.)
+CIFAR_DIR = pathlib.Path(os.environ.get('TFDS_DATA_DIR') or pathlib.Path(ROOT).parent /
+                         'shared' / 'data' / 'tfds') / 'cifar10' / '3.0.2'
+# Long final trainings, so that the first is still running when the second starts.
+FINAL_TRAININGS = {
+    'train': ['--config=configs/quickstart.py', '--config.mode=train',
+              '--config.block=[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]', '--config.train.filters=8',
+              '--config.train.repeats=1', '--config.train.batch_size=64',
+              '--config.train.epochs=1000'],
+    'transfer_imagenet': ['--config=configs/cifar10.py:smoke',
+                          '--config.mode=transfer_imagenet', f'--config.dataset={CIFAR_DIR}',
+                          '--config.block=[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]',
+                          '--config.transfer.image_size=32', '--config.transfer.workers=0',
+                          '--config.transfer.batch_size=32', '--config.transfer.epochs=1000'],
+}
+
+
+def wait_for_lock(process, workdir, log, timeout=120):
+  """Waits until ``process`` holds ``workdir``'s lock (the lock file names its pid)."""
+  lock = workdir / workdir_lib.LOCK_FILE
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    assert process.poll() is None, log.read_text()
+    if lock.exists() and f'pid {process.pid} ' in lock.read_text():
+      return
+    time.sleep(0.05)
+  raise TimeoutError(f'{process.pid} did not take {lock}')
+
+
+@pytest.mark.parametrize('mode', FINAL_TRAININGS)
+def test_a_second_final_training_on_a_busy_workdir_exits_with_one_line(tmp_path, mode):
+  if mode == 'transfer_imagenet' and not CIFAR_DIR.exists():
+    pytest.skip(f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
+  workdir = tmp_path / 'work'
+  command = [sys.executable, '-m', 'blockqnn_jax.main', *FINAL_TRAININGS[mode],
+             f'--workdir={workdir}']
+  log = tmp_path / 'first.log'
+  with open(log, 'w') as output:
+    first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output,
+                             stderr=subprocess.STDOUT)
+  try:
+    wait_for_lock(first, workdir, log)
+    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=120)
+  finally:
+    first.kill()
+    first.wait()
+  assert second.returncode == 1
+  assert 'Traceback' not in second.stderr  # before it, TFDS may log where it reads
+  assert second.stderr.strip().splitlines()[-1] == (
+      f'error: {workdir} is in use by pid {first.pid} on {os.uname().nodename}: wait for it '
+      'to finish or stop it (a rerun resumes), or give another --workdir')
 
 
 def test_the_lock_does_not_survive_sigkill(tmp_path):
