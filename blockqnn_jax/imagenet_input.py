@@ -26,7 +26,6 @@ import os
 from absl import flags
 import cv2
 import grain
-from grain._src.python.ipc import shared_memory_array
 import jax
 import numpy as np
 import simplejpeg
@@ -278,7 +277,12 @@ def _close(iterator: grain.DatasetIterator) -> None:
   iterator.close()
   gc.collect()
   # Grain's one deleting thread (created on the first worker) runs its queue in order,
-  # so a no-op through it returns once every unlink queued above is done.
+  # so a no-op through it returns once every unlink queued above is done. It is private:
+  # a Grain without it only brings the exit warning back.
+  try:
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
   deleting = getattr(shared_memory_array.SharedMemoryArray, '_del_thread_pool', None)
   if deleting is not None:
     deleting.apply(int)
