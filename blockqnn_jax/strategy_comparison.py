@@ -97,20 +97,20 @@ def plot(curves: dict, optimum: float, path: str, title: str) -> Figure:
   shaded 95% interval of the mean; the table's optimum dashed."""
   figure = Figure(figsize=(7, 4.5))
   axes = figure.subplots()
+  lows = []  # each mean curve after 10 evaluations: the y axis starts at the lowest
   for strategy, by_budget in curves.items():
     c = by_budget[max(by_budget)]
     mean, half = mean_and_interval(c)
     x = np.arange(1, len(mean) + 1)
     axes.plot(x, mean, label=f'{strategy} ({len(c)} runs)')
     axes.fill_between(x, mean - half, mean + half, alpha=0.25)
+    lows.append(mean[min(9, len(mean) - 1)])
   axes.axhline(optimum, color='black', linestyle='--', linewidth=1, label='optimum')
   axes.set_xscale('log')
   budget = max(next(iter(curves.values())))
   axes.set_xlabel(f'architectures evaluated (the runs at budget {budget})')
   axes.set_ylabel('report of the best so far')
   axes.set_title(title)
-  lows = [mean_and_interval(b[max(b)])[0][min(9, len(b[max(b)][0]) - 1)]
-          for b in curves.values()]
   axes.set_ylim(min(lows), optimum + 0.1 * (optimum - min(lows)))
   axes.legend(loc='lower right')
   axes.grid(alpha=0.3)
