@@ -1,6 +1,9 @@
 """Start-up validation of a config: every mistake is caught before any work is done.
 
-Each error is one line naming the field, the bad value and what is allowed.
+Each error is one line naming the field, the bad value and what is allowed. The library
+guards its direct callers with the same allowed values (``steps.DTYPES``,
+``runners.EPOCH_LOOPS``, ``data.check_batch_size``), but a run from a config meets them
+here first.
 """
 
 from __future__ import annotations
@@ -14,15 +17,13 @@ from blockqnn_jax import data
 from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
-from blockqnn_jax import imagenet_input
 from blockqnn_jax import models
-from blockqnn_jax import nsc
-from blockqnn_jax import train
-from blockqnn_jax import train_final
+from blockqnn_jax import workdir
+from blockqnn_jax.training import recipes
+from blockqnn_jax.training import runners
+from blockqnn_jax.training import steps
 
 MODES = ('search', 'train', 'transfer_imagenet')
-# The config block holding the training recipe of each mode that trains a found block.
-RECIPES = {'train': 'train', 'transfer_imagenet': 'transfer'}
 
 
 class ConfigError(ValueError):
@@ -103,7 +104,7 @@ def _check_final_training(config):
   if not config.block:
     _fail('block', config.block, 'the block to train: a best_block.json, a search workdir '
           'or inline codes')
-  _check_recipe(config, RECIPES[config.mode])
+  _check_recipe(config, workdir.FINAL_RECIPES[config.mode])
 
 
 def _check_recipe(config, name: str):
@@ -129,7 +130,7 @@ def _check_recipe(config, name: str):
   if (isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real)
       or not 0 <= smoothing < 1):
     _fail(f'{name}.label_smoothing', smoothing, 'a number in [0, 1)')
-  _check_choice(config, f'{name}.schedule', train_final.SCHEDULES)
+  _check_choice(config, f'{name}.schedule', recipes.SCHEDULES)
   _check_number(config, f'{name}.lr_step_factor', 0.0, 1.0)
   for epoch in recipe.lr_steps:
     if (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral)
@@ -191,7 +192,7 @@ def check_config(config) -> None:
   _check_choice(config, 'search.update_order', agent.UPDATE_ORDERS)
   _check_int(config, 'search.population_size', 1)
   _check_int(config, 'search.tournament_size', 1, config.search.population_size)
-  _check_number(config, 'reward.flops_weight', -1e9, 1e9)  # the sign is a question (README)
+  _check_number(config, 'reward.flops_weight', -1e9, 1e9)  # the sign is a question (docs/method.md)
   _check_number(config, 'reward.density_weight', -1e9, 1e9)
   _check_int(config, 'early_stop.epochs', 1)
   _check_number(config, 'early_stop.learning_rate', 0.0, 1e9)
@@ -204,8 +205,8 @@ def check_config(config) -> None:
   _check_int(config, 'batch_size', 1)
   _check_int(config, 'validation_examples', 1)
   _check_int(config, 'max_train_examples', 0)
-  _check_choice(config, 'dtype', train.DTYPES)
-  _check_choice(config, 'epoch_loop', train.EPOCH_LOOPS)
+  _check_choice(config, 'dtype', steps.DTYPES)
+  _check_choice(config, 'epoch_loop', runners.EPOCH_LOOPS)
   if config.executor == 'local' and config.mode == 'search':
     _check_batch_split(config, 'batch_size')
   if config.mode != 'search':
@@ -219,7 +220,10 @@ def check_config(config) -> None:
     if config.mode == 'transfer_imagenet':
       _check_int(config, 'transfer.image_size', 8)
       _check_int(config, 'transfer.workers', 0)
-      imagenet_input.open_dataset(config)
+      # Imported here: a search never needs the streaming pipeline's decoders (OpenCV,
+      # simplejpeg) or Grain.
+      from blockqnn_jax import streaming_input  # pylint: disable=g-import-not-at-top
+      streaming_input.open_dataset(config)
     else:
       data.check_dataset(config)
   except (ImportError, ValueError) as error:

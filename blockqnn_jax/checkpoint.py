@@ -1,16 +1,23 @@
-"""Orbax checkpoints of the search: the agent and the search state, once per iteration.
+"""Orbax checkpoints under ``workdir/checkpoints``: the search's (agent and search state,
+once per iteration) and a training run's (train state and its history).
 
-A checkpoint holds the agent's NumPy arrays (Q-values, replay memory) as an Orbax
+Every checkpoint goes through one kind of manager (``make_manager``): synchronous, the
+two latest kept. Orbax writes into a temporary directory and renames it when complete, so
+a process killed mid-checkpoint leaves the previous checkpoint intact; the torn one is
+cleaned up.
+
+A search checkpoint holds the agent's NumPy arrays (Q-values, replay memory) as an Orbax
 ``StandardSave`` item and everything else (schedule position, RNG state, the evaluation
-cache, the best block, how many lines of ``results.jsonl`` it covers) as a JSON item.
-Orbax writes into a temporary directory and renames it when complete, so a process killed
-mid-checkpoint leaves the previous checkpoint intact; the torn one is cleaned up.
+cache, the best block, how many lines of ``results.jsonl`` it covers) as a JSON item. A
+training checkpoint holds the train state as a ``StandardSave`` item and the run's
+history as a JSON item.
 """
 
 from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -18,15 +25,57 @@ CHECKPOINT_DIR = 'checkpoints'
 _NO_ARRAYS = 'no_arrays'
 
 
+def make_manager(workdir: str) -> ocp.CheckpointManager:
+  """The manager of ``workdir/checkpoints``."""
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=2, cleanup_tmp_directories=True,
+          enable_async_checkpointing=False))
+
+
+class TrainingCheckpointer:
+  """Saves and restores a training run's ``(state, meta)``: the train state pytree and a
+  JSON-able dict (the history) under ``workdir/checkpoints``, by step."""
+
+  def __init__(self, workdir: str):
+    self.manager = make_manager(workdir)
+
+  def save(self, step: int, state, meta: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def latest_meta(self) -> dict | None:
+    """The latest checkpoint's meta item alone (cheap: no arrays read); None if there is
+    no checkpoint."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    return self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, template) -> tuple | None:
+    """The latest ``(state, meta)``, the state restored into ``template``'s shapes, dtypes
+    and shardings; None if there is no checkpoint."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                    template)),
+        meta=ocp.args.JsonRestore()))
+    return restored['state'], restored['meta']
+
+  def close(self) -> None:
+    self.manager.close()
+
+
 class SearchCheckpointer:
   """Saves and restores ``(agent_state, search_state)`` under ``workdir/checkpoints``."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2):
-    self.manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, cleanup_tmp_directories=True,
-            enable_async_checkpointing=False))
+  def __init__(self, workdir: str):
+    self.manager = make_manager(workdir)
 
   def save(self, step: int, agent_state: dict, search_state: dict) -> None:
     arrays = {k: v for k, v in agent_state.items() if isinstance(v, np.ndarray)}

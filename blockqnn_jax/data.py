@@ -1,24 +1,31 @@
-"""Image-classification datasets held in memory as NumPy arrays, and their augmentation.
+"""Image-classification datasets held in memory, their place on the devices, their
+normalisation and augmentation.
 
 Every child network of a search trains on the same arrays, so a dataset is decoded once
-per process (memoized); the trainer puts it on the devices once and each jitted step
-gathers and augments its batch there (``train.DeviceData``), with no host-side slicing. The
-validation split that gives the search its reward is carved from the training split with
-a fixed permutation, so every run and seed scores children on the same images and the
-test split stays untouched.
+per process (memoized) and put on the devices once (``device_data``); each jitted step
+gathers and augments its batch there, with no host-side slicing. The validation split
+that gives the search its reward is carved from the training split with a fixed
+permutation, so every run and seed scores children on the same images and the test split
+stays untouched.
 
 ``config.dataset`` is 'digits' (scikit-learn's bundled 8x8 digits), 'synthetic' (random
-CIFAR-shaped data) or a TFDS name such as 'cifar10'. TFDS is imported only for TFDS names,
-so the first two work on machines without it.
+CIFAR-shaped data) or a TFDS name such as 'cifar10'. TFDS is imported only for TFDS
+names, so the first two work on machines without it.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import functools
 import os
+import threading
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # Fixed seeds: the splits and the synthetic data are part of the dataset, not of a run.
 _SPLIT_SEED = 0
@@ -68,13 +75,9 @@ def load_dataset(config) -> Dataset:
 
 
 def check_dataset(config) -> None:
-  """Fails fast, without decoding a TFDS dataset, if `config` cannot give a dataset."""
+  """Fails fast, without decoding a TFDS dataset, if `config` cannot give a dataset. The
+  fields' ranges are check_config's; this checks them against the dataset."""
   validation_examples = config.validation_examples
-  if validation_examples < 0:
-    raise ValueError(f'validation_examples={validation_examples} must be >= 0')
-  if config.max_train_examples < 0:
-    raise ValueError(
-        f'max_train_examples={config.max_train_examples} must be >= 0 (0 = all)')
   train_examples = _num_train_examples(config)
   if validation_examples >= train_examples:
     raise ValueError(
@@ -82,18 +85,106 @@ def check_dataset(config) -> None:
         f'{train_examples} training examples of {config.dataset}')
 
 
-def normalization(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and std (float32, 0-255 scale) of the training images."""
-  channels = dataset.train_images.shape[-1]
+def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std (float32, 0-255 scale) of uint8 N x H x W x C images: the
+  normalisation of every mode. A histogram of the values gives exact moments with no float
+  copy of the images. The std is at least 1, so a constant channel divides by 1, not 0."""
+  channels = images.shape[-1]
   mean, std = np.empty(channels, np.float32), np.empty(channels, np.float32)
   values = np.arange(256, dtype=np.float64)
   for c in range(channels):
-    # A histogram of the uint8 values gives exact moments with no float copy of the images.
-    counts = np.bincount(dataset.train_images[..., c].ravel(), minlength=256)
+    counts = np.bincount(images[..., c].ravel(), minlength=256)
     c_mean = counts @ values / counts.sum()
     mean[c] = c_mean
-    std[c] = np.sqrt(counts @ (values - c_mean) ** 2 / counts.sum())
+    std[c] = max(1.0, np.sqrt(counts @ (values - c_mean) ** 2 / counts.sum()))
   return mean, std
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array, dtype) -> jax.Array:
+  """uint8 images to ``(images - mean) / std`` in ``dtype`` (the statistics in float32)."""
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh ('data') over ``devices`` (all of them by default): batches are split
+  along it, parameters replicated."""
+  return jax.sharding.Mesh(np.array(devices or jax.devices()), ('data',))
+
+
+def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
+  if batch_size <= 0 or batch_size % mesh.size:
+    raise ValueError(f'config.batch_size={batch_size} must be a positive multiple of the '
+                     f'{mesh.size} devices it is split over')
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """The training set and an evaluation split, on the devices once per process.
+
+  A pytree, passed to the jitted functions as an argument: closed over, the arrays would
+  be baked into every child's executable as constants.
+  """
+
+  train_images: jax.Array
+  train_labels: jax.Array
+  eval_images: jax.Array   # the evaluation split's images, padded to whole batches;
+  eval_labels: jax.Array   # `eval_mask` marks the real ones
+  eval_mask: jax.Array
+  mean: jax.Array
+  std: jax.Array
+  num_classes: int = flax.struct.field(pytree_node=False)
+  image_shape: tuple = flax.struct.field(pytree_node=False)
+  eval_split: str = flax.struct.field(pytree_node=False)  # 'validation' or 'test'
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetFields:
+  """The dataset fields of a config, hashable so the device copy can be memoized."""
+  dataset: str
+  data_dir: str
+  validation_examples: int
+  max_train_examples: int
+
+
+_device_data_lock = threading.Lock()
+
+
+def device_data(config, mesh: jax.sharding.Mesh, *, batch_size: int | None = None,
+                final: bool = False) -> DeviceData:
+  """The dataset ``config`` names, loaded and placed on ``mesh`` once per process.
+
+  For the search, training images less the validation split, evaluated on validation;
+  for final training (``final=True``) every training image, evaluated on the test split.
+  The evaluation split is padded to whole batches of ``batch_size`` (config.batch_size).
+  """
+  fields = _DatasetFields(config.dataset, config.data_dir,
+                          0 if final else config.validation_examples,
+                          config.max_train_examples)
+  with _device_data_lock:  # children prepared in parallel threads load it once
+    return _device_data(fields, batch_size or config.batch_size, mesh,
+                        'test' if final else 'validation')
+
+
+@functools.lru_cache(maxsize=2)
+def _device_data(fields: _DatasetFields, batch_size: int, mesh: jax.sharding.Mesh,
+                 eval_split: str) -> DeviceData:
+  dataset = load_dataset(fields)
+  mean, std = channel_statistics(dataset.train_images)
+  eval_images = getattr(dataset, f'{eval_split}_images')
+  eval_labels = getattr(dataset, f'{eval_split}_labels')
+  pad = -len(eval_labels) % batch_size
+  mask = np.concatenate([np.ones(len(eval_labels), bool), np.zeros(pad, bool)])
+  put = functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
+  return DeviceData(
+      train_images=put(dataset.train_images),
+      train_labels=put(dataset.train_labels),
+      eval_images=put(np.pad(eval_images, [(0, pad)] + [(0, 0)] * 3)),
+      eval_labels=put(np.pad(eval_labels, (0, pad))),
+      eval_mask=put(mask),
+      mean=put(mean), std=put(std),
+      num_classes=dataset.num_classes,
+      image_shape=dataset.image_shape,
+      eval_split=eval_split)
 
 
 def augment(rng: jax.Array, images: jax.Array) -> jax.Array:

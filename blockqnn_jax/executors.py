@@ -79,8 +79,8 @@ def make_evaluator(config, evaluate_fn) -> Evaluator:
     return evaluate_fn
   if evaluate_fn is not None:
     return FunctionEvaluator(evaluate_fn)
-  from blockqnn_jax import train  # pylint: disable=g-import-not-at-top
-  return train.ChildEvaluator(config)
+  from blockqnn_jax import child  # pylint: disable=g-import-not-at-top
+  return child.ChildEvaluator(config)
 
 
 def is_out_of_memory(result) -> bool:

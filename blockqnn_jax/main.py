@@ -20,8 +20,6 @@ from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import results
 from blockqnn_jax import search
-from blockqnn_jax import train_final
-from blockqnn_jax import transfer
 from blockqnn_jax import workdir as workdir_lib
 
 # Exit status after SIGTERM: the shell's convention for a process ended by that signal.
@@ -61,15 +59,19 @@ def main(argv):
       logging.set_verbosity(logging.WARNING)  # process 0 tells the story
     check_config.check_config(config)
     if config.mode in ('train', 'transfer_imagenet'):
-      run = (train_final.train_and_evaluate if config.mode == 'train' else
-             transfer.transfer_and_evaluate)
+      # Imported for their mode only: transfer's input pipeline loads OpenCV and Grain.
+      # pylint: disable=g-import-not-at-top
+      if config.mode == 'train':
+        from blockqnn_jax.train_final import train_and_evaluate as run
+      else:
+        from blockqnn_jax.transfer import transfer_and_evaluate as run
       with workdir_lib.locked(workdir, jax.process_index()):
         summary = run(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
       if not distributed.is_main_process():
         return
       scores = ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if 'accuracy' in k)
       print(f'{scores} after {summary["epochs"]} epochs; {summary["params"]:,} parameters; '
-            f'trained model in {workdir} (blockqnn_jax.train_final.load_model)')
+            f'trained model in {workdir} (blockqnn_jax.training.inference.load_model)')
       return
     summary = search.run_search(config, workdir,
                                 allow_config_change=_ALLOW_CONFIG_CHANGE.value)

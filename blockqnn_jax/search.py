@@ -68,7 +68,7 @@ def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
   finished is lost, and a rerun resumes).
   """
   with workdir_lib.locked(workdir):
-    workdir_lib.check_config(config, workdir, allow_config_change)
+    workdir_lib.check_unchanged(config, workdir, allow_config_change)
     run = _SearchRun(config, workdir, evaluate_fn, space)
     workdir_lib.record_config(config, workdir)
     try:
@@ -107,6 +107,7 @@ class _SearchRun:
                        'NSC blocks are trained as children')
     self.space = space or search_space.NSCSpace(config.search.max_layers)
     self.config, self.workdir = config, workdir
+    self.reward_terms = _reward_terms(self.space, config)
     self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
@@ -197,11 +198,7 @@ class _SearchRun:
   def log_new(self, position: int, key: str, result: dict, *, cached: bool) -> None:
     """Makes the record of a fresh or cached result and logs it durably."""
     block = self.blocks[position]
-    if isinstance(self.space, search_space.NSCSpace):
-      terms = reward_lib.reward_terms(
-          block, result['accuracy'], self.config.reward, self.config.model.filters)
-    else:
-      terms = {'reward': result['accuracy']}
+    terms = self.reward_terms(block, result['accuracy'])
     result = {k: v for k, v in result.items() if k not in _PER_SAMPLE_KEYS}
     record = {**result, **terms, 'index': self.lines, 'iteration': self.iteration,
               'epsilon': self.epsilon, 'codes': self.space.to_codes(block), 'hash': key,
@@ -285,6 +282,15 @@ class _SearchRun:
 
 _PER_SAMPLE_KEYS = ('index', 'iteration', 'epsilon', 'codes', 'hash', 'cached', 'reward',
                     'flops_term', 'density_term', 'flops_ratio', 'density')
+
+
+def _reward_terms(space: search_space.Space, config) -> Callable[..., dict]:
+  """``(arch, accuracy) -> {'reward': ..., ...}``: the redefined reward and its terms on
+  NSC blocks (``reward.py``), the accuracy itself on other spaces."""
+  if isinstance(space, search_space.NSCSpace):
+    return lambda block, accuracy: reward_lib.reward_terms(
+        block, accuracy, config.reward, config.model.filters)
+  return lambda arch, accuracy: {'reward': accuracy}
 
 
 def _read_log(workdir: str, checkpointed_lines: int) -> list[dict]:

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 
+from blockqnn_jax import distributed
 from blockqnn_jax import files
 
 LOCK_FILE = '.lock'
@@ -53,14 +54,14 @@ def locked(workdir: str, process_index: int = 0):
 # How the work is spread, not what is computed: may change between runs in any mode.
 _SPREAD_KEYS = ('executor', 'children_per_device', 'compilation_cache_dir')
 _SPREAD_PREFIXES = ('ray.', 'distributed.')
-# The recipe each final-training mode trains with.
+# The config block holding the recipe each final-training mode trains with.
 FINAL_RECIPES = {'train': 'train', 'transfer_imagenet': 'transfer'}
 # Fields of that recipe a rerun may change: when to checkpoint and how many input workers
 # (neither changes a batch or a step), and ``epochs`` upwards, to extend a run.
 _RECIPE_FIELDS_THAT_MAY_CHANGE = ('checkpoint_every_seconds', 'workers')
 
 
-def check_config(config, workdir: str, allow_config_change: bool) -> None:
+def check_unchanged(config, workdir: str, allow_config_change: bool) -> None:
   """Refuses a workdir whose ``config.json`` (``record_config``) holds another config.
 
   In any mode, ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the
@@ -87,8 +88,10 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
 
 def record_config(config, workdir: str) -> None:
   """``workdir/config.json``: the config the run now goes on with (written once the run
-  has started from the workdir's state, so a refused start changes nothing)."""
-  files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _flat_config(config))
+  has started from the workdir's state, so a refused start changes nothing). Process 0
+  writes it: every process of a job shares the workdir."""
+  if distributed.is_main_process():
+    files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _flat_config(config))
 
 
 def _flat_config(config) -> dict:

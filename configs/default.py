@@ -67,9 +67,9 @@ def get_config():
   config.fast_compile = False
   # How a child's epoch runs: 'host' (a Python loop, one dispatched step per batch) or
   # 'device' (one lax.scan over the epoch). Our choice is 'host': on XLA:CPU the scan
-  # trained 13 times slower (README, Performance); on a GPU, where 'device' spares
+  # trained 13 times slower (docs/performance.md); on a GPU, where 'device' spares
   # ~2,100 host dispatches per child, it is still to be measured
-  # (experiments/gpu_session.sh).
+  # (experiments/gpu_benchmark.sh).
   config.epoch_loop = 'host'
   # The block to train in 'train'/'transfer_imagenet' mode: a best_block.json path, a
   # search workdir, or inline codes as JSON text.
@@ -81,7 +81,7 @@ def get_config():
   config.search.strategy = 'qlearning'
   # (epsilon, iterations) pairs. About 178 iterations: paper (secondary sources); 64 blocks
   # per iteration (11,392 blocks): reported, unconfirmed. The split over epsilons: ours,
-  # measured on NAS-Bench-201 (docs: README, Reproducing the paper): the reported split
+  # measured on NAS-Bench-201 (docs/reproducing.md): the reported split
   # spends 95 iterations (53%) at epsilon 1; 18 (10%) found better architectures at 500
   # evaluations on all three of its data sets and no worse at 100. The later phases keep
   # the reported proportions. agent.PAPER_QLEARNING holds the reported split.
@@ -119,15 +119,16 @@ def get_config():
   # Reward shaping gives every step before the last R/T (reported, unconfirmed); the last step gets
   # the full R ('full', MetaQNN's terminal update) or R/T too ('shaped'). Our choice is
   # 'full', because with 'shaped' and gamma = 1 the greedy policy runs every block to the
-  # depth limit (measured: README, Method choices; agent.py).
+  # depth limit (measured: docs/method.md; agent.py).
   config.search.terminal_reward = 'full'
   # How epsilon-greedy explores (and breaks greedy ties): 'uniform' over the legal actions,
   # which is what the paper's "epsilon-greedy" implies on its usual reading, or
   # 'type_first' (a uniform layer type, then a uniform layer of it). Random blocks are
   # about 20 layers deep with 'uniform' at max_layers 23, about 7 with 'type_first'. Our
   # choice is 'type_first', because on the synthetic landscape both reach the same late
-  # reward (0.76-0.78, experiments/bench_agent.py --exploration) while its random phase,
-  # 95 of the 178 iterations, trains children a third as deep, so much cheaper.
+  # reward (0.76-0.78, python -m experiments.bench_agent --exploration) while its random
+  # blocks (the random phase's, and every exploring step's after it) are a third as deep,
+  # so much cheaper to train.
   config.search.exploration = 'type_first'
   # The order of the Q-updates along a trajectory: 'reverse' (last step first, so the
   # reward reaches the first step in one pass: MetaQNN's) or 'forward'. Measured on
@@ -143,11 +144,11 @@ def get_config():
   # The form: paper (the redefined reward); the FLOPs unit: our choice (reward.py). mu and
   # rho are not confirmed: public reimplementations use mu = 1, rho = 8, or 0.5 / 0.5 on
   # differently normalised FLOPs. 0.01 / 0.01 is our choice, because it keeps the reward
-  # close to the accuracy: on a CIFAR-10 subset (README, Reproducing the paper) no weights
+  # close to the accuracy: on a CIFAR-10 subset (docs/reproducing.md) no weights
   # ranked blocks by their longer-trained accuracy better than accuracy alone, and heavier
   # ones ranked them worse.
   config.reward = ml_collections.ConfigDict()
-  # On NAS-Bench-201's 15,625 cells (README, Reproducing the paper) the redefined reward
+  # On NAS-Bench-201's 15,625 cells (docs/reproducing.md) the redefined reward
   # ranks cells by their 200-epoch accuracy far better than the 12-epoch accuracy alone,
   # but only with mu < 0 (about -0.1: favouring FLOPs); every mu > 0 ranks worse. Negative
   # weights are allowed; the default stays until a trained search space confirms it.
@@ -247,8 +248,8 @@ def get_config():
   config.transfer.checkpoint_every_seconds = 600
   # Grain worker processes that decode and augment (0 = in the training process). Our
   # choice: all CPU cores but one, which the training process needs to receive the
-  # batches and feed the devices (on the 2-core machine 1 worker beat 2; README,
-  # Performance).
+  # batches and feed the devices (on a 2-core machine 1 worker beat 2;
+  # docs/performance.md).
   config.transfer.workers = max(1, (os.cpu_count() or 2) - 1)
 
   config.batch_size = 256  # of the early-stop training: reported, unconfirmed
@@ -258,8 +259,8 @@ def get_config():
   config.max_train_examples = 0      # 0 = all; a cap for quick runs
   # Compute dtype of the children: 'float32' or 'bfloat16'. Our choice is float32,
   # because on an H200 bfloat16 was no faster for these small-channel networks, compiled
-  # 2.6x slower, and the medium reference block's loss became NaN at step 3 (see README,
-  # Performance).
+  # 2.6x slower, and the medium reference block's loss became NaN at step 3
+  # (docs/performance.md).
   config.dtype = 'float32'
 
   # Several hosts as one job (mode='transfer_imagenet' only; a search spreads over hosts

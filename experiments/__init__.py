@@ -1,2 +1,3 @@
-"""Scripts that measure the implementation against the paper; a package so tests can
-import their pieces."""
+"""Command-line scripts that measure the implementation and reproduce the paper's
+experiments, each run from the repository root as ``python -m experiments.NAME``; what
+they compute lives in ``blockqnn_jax.analysis``."""

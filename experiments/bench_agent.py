@@ -4,18 +4,18 @@ Prints JSON: blocks/second sampled and learned from (propose + feedback + replay
 depth-23 space, the mean reward of Q-learning's epsilon <= 0.3 blocks, and the Q-learning
 vs random margin: that mean minus random search's mean over as many blocks, per seed.
 
-  python experiments/bench_agent.py [--schedule_scale=1.0] [--seeds=3] [--exploration=uniform]
+  python -m experiments.bench_agent [--schedule_scale=1.0] [--seeds=3] [--exploration=uniform]
 """
 
 import json
-import platform
 import time
 
 from absl import app
 from absl import flags
 
 from blockqnn_jax import agent
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import surrogate
 from configs import default
 
 _SCALE = flags.DEFINE_float('schedule_scale', 1.0, 'Fraction of the paper schedule to run.')
@@ -48,7 +48,7 @@ def main(argv):
     margins.append(late_means[-1] - sum(tail) / len(tail))
     rates.append(rate)
   print(json.dumps({
-      'hardware': f'{platform.processor() or platform.machine()}, 1 core (pure Python)',
+      'hardware': f'{benchmarking.cpu()} (pure Python: one core used)',
       'exploration': _EXPLORATION.value,
       'blocks_per_search': len(learned),
       'qlearning_blocks_per_second': [round(r) for r in rates],

@@ -1,22 +1,20 @@
-"""Child-training speed for the reference blocks (reference_blocks.json, from ../shared).
+"""Child-training speed for the reference blocks (``blockqnn_jax/analysis/reference_blocks.json``).
 
 For each block, in the CIFAR search template (32 filters, N = 2, batch 256, CIFAR-10-sized
 data: 45,000 training and 5,000 validation images), prints one JSON line with training
 images/second, compile seconds and the wall time of one full early-stop evaluation
-(``train.evaluate_block``: compile, 12 epochs, validation). It also times the input side
+(``child.evaluate_block``: compile, 12 epochs, validation). It also times the input side
 alone (gather + augment + normalise of every batch of an epoch, on the device) to show
 where an epoch's time goes.
 
-  python experiments/bench_child.py                      # the paper's scale, any devices
-  python experiments/bench_child.py --epochs=1 --max_train_examples=2560   # quick, on CPU
+  python -m experiments.bench_child                      # the paper's scale, any devices
+  python -m experiments.bench_child --epochs=1 --max_train_examples=2560   # quick, on CPU
 
 Synthetic data by default (no download, and small enough to travel); --dataset=cifar10
 uses the real images where TFDS has them.
 """
 
 import json
-import pathlib
-import platform
 import time
 
 from absl import app
@@ -25,15 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blockqnn_jax import child
 from blockqnn_jax import data as data_lib
-from blockqnn_jax import nsc
-from blockqnn_jax import train
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import reference_blocks
+from blockqnn_jax.training import steps
 from configs import default
 
-REFERENCE_BLOCKS = pathlib.Path(__file__).resolve().parent / 'reference_blocks.json'
-
 _BLOCKS = flags.DEFINE_list('blocks', ['small', 'medium', 'deep'], 'Reference blocks to time.')
-_BLOCKS_FILE = flags.DEFINE_string('blocks_file', str(REFERENCE_BLOCKS), 'JSON of NSC blocks.')
+_BLOCKS_FILE = flags.DEFINE_string('blocks_file', str(reference_blocks.PATH),
+                                   'JSON of NSC blocks by name.')
 _DATASET = flags.DEFINE_string('dataset', 'synthetic', 'config.dataset')
 _EPOCHS = flags.DEFINE_integer('epochs', 12, 'Early-stop epochs.')
 _MAX_TRAIN = flags.DEFINE_integer('max_train_examples', 0, '0 = all 45,000.')
@@ -41,13 +40,7 @@ _BATCH = flags.DEFINE_integer('batch_size', 256, 'Global batch size.')
 _DTYPE = flags.DEFINE_string('dtype', 'float32', 'config.dtype')
 
 
-def hardware() -> str:
-  device = jax.devices()[0]
-  kind = device.device_kind if device.platform != 'cpu' else platform.processor() or 'cpu'
-  return f'{jax.device_count()} x {kind} ({device.platform}), jax {jax.__version__}'
-
-
-def input_seconds_per_epoch(data: train.DeviceData, batch_size: int) -> float:
+def input_seconds_per_epoch(data: data_lib.DeviceData, batch_size: int) -> float:
   """One epoch of the input side only: permutation, gather, augment, normalise."""
   steps = len(data.train_labels) // batch_size
 
@@ -58,7 +51,7 @@ def input_seconds_per_epoch(data: train.DeviceData, batch_size: int) -> float:
     def body(total, indices):
       images = data_lib.augment(jax.random.fold_in(rng, indices[0]),
                                 data.train_images[indices])
-      return total + train.preprocess(images, data.mean, data.std, jnp.float32).sum(), None
+      return total + data_lib.normalize(images, data.mean, data.std, jnp.float32).sum(), None
 
     return jax.lax.scan(body, 0.0, order.reshape(steps, batch_size))[0]
 
@@ -77,21 +70,21 @@ def main(argv):
   config.max_train_examples = _MAX_TRAIN.value
   config.batch_size = _BATCH.value
   config.dtype = _DTYPE.value
-  mesh = train.make_mesh()
+  mesh = data_lib.make_mesh()
   start = time.perf_counter()
-  data = train.device_data(config, mesh)
+  data = data_lib.device_data(config, mesh)
   print(json.dumps({
-      'hardware': hardware(), 'dtype': str(np.dtype(train.compute_dtype(config))),
+      'hardware': benchmarking.hardware(), 'dtype': str(np.dtype(steps.compute_dtype(config))),
       'train_images': len(data.train_labels), 'epochs': _EPOCHS.value,
       'batch_size': _BATCH.value, 'repeats': config.model.repeats,
       'filters': config.model.filters, 'data_load_seconds': time.perf_counter() - start,
       'input_only_seconds_per_epoch': input_seconds_per_epoch(data, _BATCH.value),
   }), flush=True)
-  codes = json.loads(pathlib.Path(_BLOCKS_FILE.value).read_text())
+  blocks = reference_blocks.load(_BLOCKS_FILE.value)
   for name in _BLOCKS.value:
-    block = nsc.Block.from_codes(codes[name])
+    block = blocks[name]
     start = time.perf_counter()
-    result = train.evaluate_block(block, config, mesh)
+    result = child.evaluate_block(block, config, mesh)
     wall = time.perf_counter() - start
     print(json.dumps({
         'block': name, 'status': result['status'], 'reason': result.get('reason'),

@@ -4,8 +4,8 @@ Reads, decodes, random-resized-crops, flips, batches and puts on the devices the
 split of a TFDS dataset (a name, or the directory of a prepared copy) for ``--batches``
 batches after one warm-up batch, with ``--workers`` Grain worker processes:
 
-  PYTHONPATH=. python experiments/bench_pipeline.py --dataset=jpeg_mock --image_size=224 --workers=2
-  PYTHONPATH=. python experiments/bench_pipeline.py --dataset=../shared/data/tfds/cifar10/3.0.2 --image_size=64
+  python -m experiments.bench_pipeline --dataset=jpeg_mock --image_size=224 --workers=2
+  python -m experiments.bench_pipeline --dataset=../shared/data/tfds/cifar10/3.0.2 --image_size=64
 
 ``--dataset=jpeg_mock`` serves ImageNet-sized JPEGs (400x350, 60-110 KB, made from CIFAR-10
 images upscaled with added noise) from memory. The last line printed is a JSON object.
@@ -14,17 +14,16 @@ images upscaled with added noise) from memory. The last line printed is a JSON o
 import io
 import json
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 from PIL import Image
 
-from blockqnn_jax import imagenet_input
-from blockqnn_jax import train
+from blockqnn_jax import data as data_lib
+from blockqnn_jax import streaming_input
+from blockqnn_jax.analysis import benchmarking
 from configs import default
 
 JPEG_MOCK = 'jpeg_mock'
@@ -45,12 +44,12 @@ def jpeg_mock(count: int) -> list[dict]:
   (60-110 KB)."""
   config = default.get_config()
   config.dataset = CIFAR10_DIR
-  cifar = imagenet_input.open_dataset(config)[0]['train']
+  cifar = streaming_input.open_dataset(config)[0]['train']
   rng = np.random.default_rng(0)
   records = []
   for i in range(count):
     record = cifar[i]
-    pixels = imagenet_input.decode(record['image'])
+    pixels = streaming_input.decode(record['image'])
     large = np.asarray(Image.fromarray(pixels).resize((400, 350), Image.BICUBIC), np.float32)
     noise = rng.normal(0, rng.uniform(22, 40), large.shape)
     noisy = np.clip(large + noise, 0, 255).astype(np.uint8)
@@ -70,11 +69,11 @@ def main(argv):
   else:
     config = default.get_config()
     config.dataset = _DATASET.value
-    source = imagenet_input.open_dataset(config)[0]['train']
+    source = streaming_input.open_dataset(config)[0]['train']
   epochs = -(-(_BATCHES.value + 1) * _BATCH.value // len(source))
-  train_input = imagenet_input.TrainInput(
+  train_input = streaming_input.TrainInput(
       source, batch_size=_BATCH.value, image_size=_IMAGE_SIZE.value, epochs=epochs, seed=0,
-      mesh=train.make_mesh(), workers=_WORKERS.value)
+      mesh=data_lib.make_mesh(), workers=_WORKERS.value)
   batches = train_input.iterator()
   next(batches)[0].block_until_ready()
   start = time.perf_counter()
@@ -84,7 +83,7 @@ def main(argv):
   batches.close()
   images_per_second = _BATCHES.value * _BATCH.value / seconds
   print(json.dumps({
-      'hardware': f'{os.cpu_count()} CPUs ({platform.machine()}), {jax.devices()[0].platform}',
+      'hardware': benchmarking.hardware(),
       'load_average': [round(x, 2) for x in os.getloadavg()],
       'dataset': _DATASET.value, 'image_size': _IMAGE_SIZE.value,
       'batch_size': _BATCH.value, 'batches': _BATCHES.value, 'workers': _WORKERS.value,

@@ -3,7 +3,7 @@
 Each evaluation is a surrogate that sleeps a fixed time (a stand-in for training), so the
 numbers show what the executor and the driver add, and how throughput scales with workers:
 
-  python experiments/bench_ray.py --workers=1,2,4 --sleep=0.5 --blocks=32
+  python -m experiments.bench_ray --workers=1,2,4 --sleep=0.5 --blocks=32
 
 Prints one JSON line per setting (and one for the in-process executor), with the hardware.
 """
@@ -11,7 +11,6 @@ Prints one JSON line per setting (and one for the in-process executor), with the
 import functools
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -20,7 +19,8 @@ from absl import flags
 import ray
 
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import surrogate
 from configs import default
 
 _WORKERS = flags.DEFINE_list('workers', ['1', '2', '4'], 'Ray workers (max_in_flight).')
@@ -52,7 +52,7 @@ def blocks_per_second(executor: str, workers: int) -> dict:
 
 def main(argv):
   del argv
-  hardware = f'{os.cpu_count()} CPUs ({platform.machine()}), ray {ray.__version__}'
+  hardware = f'{benchmarking.cpu()}, ray {ray.__version__}'
   print(json.dumps({'hardware': hardware, 'sleep_seconds': _SLEEP.value}), flush=True)
   print(json.dumps(blocks_per_second('local', 1)), flush=True)
   ray.init(include_dashboard=False, log_to_driver=False,

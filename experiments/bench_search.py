@@ -11,8 +11,8 @@ compilation the children caused, in any thread), ``compile_seconds_on_critical_p
 (stream wall time during which no child was training: what compilation and other host
 work cost the devices), ``train_seconds``, the settings and the hardware.
 
-  python experiments/bench_search.py                                # the search's scale
-  python experiments/bench_search.py --children=6 --epochs=1 --max_train_examples=512 \
+  python -m experiments.bench_search                                # the search's scale
+  python -m experiments.bench_search --children=6 --epochs=1 --max_train_examples=512 \
       --filters=8 --repeats=1 --batch_size=64 --compile_ahead=0    # a few minutes on 2 CPUs
 
 ``--compilation_cache_dir`` points the persistent cache (a fresh temporary one by default,
@@ -21,25 +21,21 @@ figure.
 """
 
 import json
-import os
-import pathlib
-import platform
 import tempfile
 import threading
 import time
 
 from absl import app
 from absl import flags
-import jax
 
 from blockqnn_jax import agent
+from blockqnn_jax import child
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import executors
 from blockqnn_jax import nsc
-from blockqnn_jax import train
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import reference_blocks
 from configs import default
-
-REFERENCE_BLOCKS = pathlib.Path(__file__).resolve().parent / 'reference_blocks.json'
 
 _CHILDREN = flags.DEFINE_integer('children', 32, 'Children in the stream (3 reference '
                                  'blocks first, then the agent at epsilon 1, seed 0).')
@@ -61,8 +57,8 @@ _EPOCH_LOOP = flags.DEFINE_enum('epoch_loop', 'host', ['host', 'device'], 'confi
 
 def child_stream(count: int, max_layers: int) -> list[nsc.Block]:
   """The reference blocks, then blocks the agent draws at epsilon 1 with seed 0."""
-  codes = json.loads(REFERENCE_BLOCKS.read_text())
-  blocks = [nsc.Block.from_codes(codes[name]) for name in ('small', 'medium', 'deep')]
+  reference = reference_blocks.load()
+  blocks = [reference[name] for name in ('small', 'medium', 'deep')]
   search_config = default.get_config().search
   search_config.max_layers = max_layers
   search_config.epsilon_schedule = ((1.0, 1),)
@@ -99,13 +95,6 @@ def busy_seconds(intervals) -> float:
   return total
 
 
-def hardware() -> str:
-  device = jax.devices()[0]
-  kind = device.device_kind if device.platform != 'cpu' else platform.processor() or 'cpu'
-  return (f'{jax.device_count()} x {kind} ({device.platform}), {os.cpu_count()} CPU cores, '
-          f'jax {jax.__version__}')
-
-
 def make_config():
   config = default.get_config()
   config.dataset = _DATASET.value or ('cifar10' if _cifar10_prepared() else 'synthetic')
@@ -137,9 +126,9 @@ def main(argv):
   config = make_config()
   blocks = child_stream(_CHILDREN.value, config.search.max_layers)
   start = time.perf_counter()
-  train.device_data(config, train.make_mesh())  # loaded once per process, as in a search
+  data_lib.device_data(config, data_lib.make_mesh())  # loaded once per process, as in a search
   load_seconds = time.perf_counter() - start
-  evaluator = TimedEvaluator(train.ChildEvaluator(config))
+  evaluator = TimedEvaluator(child.ChildEvaluator(config))
   executor = executors.LocalExecutor(evaluator, config.children_per_device,
                                      config.compile_ahead)
   start = time.perf_counter()
@@ -168,13 +157,13 @@ def main(argv):
       'failed': sum(r['status'] != 'ok' for r in results.values()),
       'data_load_seconds': round(load_seconds, 2),
       'children': len(blocks), 'epochs': config.early_stop.epochs,
-      'train_examples': len(train.device_data(config, train.make_mesh()).train_labels),
+      'train_examples': len(data_lib.device_data(config, data_lib.make_mesh()).train_labels),
       'batch_size': config.batch_size, 'filters': config.model.filters,
       'repeats': config.model.repeats, 'dtype': config.dtype, 'dataset': config.dataset,
       'children_per_device': config.children_per_device,
       'compile_ahead': config.compile_ahead, 'fast_compile': config.fast_compile,
       'epoch_loop': config.epoch_loop,
-      'compilation_cache_dir': config.compilation_cache_dir, 'hardware': hardware(),
+      'compilation_cache_dir': config.compilation_cache_dir, 'hardware': benchmarking.hardware(),
   }))
 
 

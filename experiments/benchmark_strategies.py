@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from blockqnn_jax import strategy_comparison
-from blockqnn_jax import tabular
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import strategy_comparison
+from blockqnn_jax.analysis import tabular
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
                                           'The config whose config.search the runs use.')
@@ -81,7 +81,7 @@ def main(argv):
       'blocks_per_iteration': _BLOCKS.value,
       'search_config': search_config.to_dict(),
       'seconds': round(time.time() - start, 1),
-      'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+      'hardware': benchmarking.cpu(),
   }
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, f'{FILE}.json'), 'w') as f:

@@ -7,11 +7,12 @@ each with the early-stop recipe and with a longer one (``--long_factor`` x the e
 the decay interval, the same Adam recipe stretched), and reports the Spearman and Kendall
 tau-b correlation of the longer-trained accuracy with the early-stop accuracy and with the
 reward over a grid of (mu, rho). Writes ``early_stop_correlation.json`` and ``.png`` (a
-scatter plot and a heat map; experiments/rank_agreement.py) into ``--workdir``.
+scatter plot and a heat map; ``blockqnn_jax/analysis/rank_agreement.py``) into
+``--workdir``.
 
-  PYTHONPATH=. python experiments/early_stop_correlation.py --workdir=/tmp/esc \
+  python -m experiments.early_stop_correlation --workdir=/tmp/esc \
       --config=configs/quickstart.py --k=16                          # digits, CPU
-  PYTHONPATH=. python experiments/early_stop_correlation.py --workdir=/tmp/esc10 \
+  python -m experiments.early_stop_correlation --workdir=/tmp/esc10 \
       --config=configs/cifar10.py --config.max_train_examples=5000 \
       --config.validation_examples=1000 --config.model.filters=8 --config.model.repeats=1 \
       --config.search.max_layers=4 --k=12                            # a CIFAR-10 subset
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 from absl import app
@@ -30,9 +30,10 @@ from absl import logging
 from ml_collections import config_flags
 
 from blockqnn_jax import check_config
+from blockqnn_jax import child
 from blockqnn_jax import nsc
-from blockqnn_jax import train
-from experiments import rank_agreement
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import rank_agreement
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
                                           'The search config: data, network, early stop.')
@@ -51,7 +52,7 @@ FILE = 'early_stop_correlation'
 
 def measure(blocks: list[nsc.Block], config, long_config) -> list[dict]:
   """Trains every block with both recipes; one record per block."""
-  early, longer = train.ChildEvaluator(config), train.ChildEvaluator(long_config)
+  early, longer = child.ChildEvaluator(config), child.ChildEvaluator(long_config)
   records = []
   for i, block in enumerate(blocks):
     short_result, long_result = early.evaluate(block), longer.evaluate(block)
@@ -78,7 +79,7 @@ def main(argv):
   long_config = rank_agreement.long_recipe(config, _LONG_FACTOR.value)
   records = measure(blocks, config, long_config)
   summary = rank_agreement.correlations(records, [float(m) for m in _MUS.value],
-                         [float(r) for r in _RHOS.value], config.model.filters)
+                                       [float(r) for r in _RHOS.value], config.model.filters)
   output = {
       'scale': {'dataset': config.dataset, 'max_train_examples': config.max_train_examples,
                 'validation_examples': config.validation_examples,
@@ -87,7 +88,7 @@ def main(argv):
                 'exploration': config.search.exploration, 'k': _K.value,
                 'early_epochs': config.early_stop.epochs,
                 'long_epochs': long_config.early_stop.epochs},
-      'hardware': platform.processor() or platform.machine(),
+      'hardware': benchmarking.hardware(),
       'seconds': time.time() - start,
       'correlations': summary,
       'records': records,

@@ -4,12 +4,13 @@ Runs both strategies through ``search.run_search`` with the same config (so the 
 number of sampled blocks) for each of ``--seeds`` seeds, then draws the mean and top-k
 validation accuracy of each iteration's blocks against the iteration, averaged over seeds
 (shaded: one standard deviation), both strategies on one plot with Q-learning's epsilon
-schedule marked (the statistics and figure: experiments/search_curves.py). Also reports each search's best ``--top_k`` distinct architectures, the
-comparison that matters for picking a block. Writes ``q_vs_random.png`` and ``.json`` into
-``--workdir`` (each search's own workdir, resumable, under it).
+schedule marked (the statistics and figure: ``blockqnn_jax/analysis/search_curves.py``).
+Also reports each search's best ``--top_k`` distinct architectures, the comparison that
+matters for picking a block. Writes ``q_vs_random.png`` and ``.json`` into ``--workdir``
+(each search's own workdir, resumable, under it).
 
-  PYTHONPATH=. python experiments/q_vs_random.py --workdir=/tmp/qvr --config=configs/quickstart.py
-  PYTHONPATH=. python experiments/q_vs_random.py --workdir=/tmp/qvr_surrogate --surrogate \
+  python -m experiments.q_vs_random --workdir=/tmp/qvr --config=configs/quickstart.py
+  python -m experiments.q_vs_random --workdir=/tmp/qvr_surrogate --surrogate \
       --config=configs/default.py        # the paper's space and schedule, no training
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 from absl import app
@@ -29,16 +29,17 @@ from ml_collections import config_flags
 from blockqnn_jax import check_config
 from blockqnn_jax import results
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
-from experiments import search_curves
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import search_curves
+from blockqnn_jax.analysis import surrogate
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
                                           'The search config both strategies run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the searches, figure and JSON go.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one search per strategy each.')
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'k of the top-k accuracy.')
-_SURROGATE = flags.DEFINE_bool('surrogate', False, 'Score blocks with the synthetic '
-                               'landscape (blockqnn_jax/surrogate.py) instead of training.')
+_SURROGATE = flags.DEFINE_bool('surrogate', False, 'Score blocks with the synthetic landscape '
+                               '(blockqnn_jax/analysis/surrogate.py) instead of training.')
 flags.mark_flag_as_required('workdir')
 
 FILE = 'q_vs_random'
@@ -59,7 +60,7 @@ def main(argv):
   evaluate_fn = surrogate.synthetic_accuracy if _SURROGATE.value else None
   start = time.time()
   output = {'surrogate': _SURROGATE.value, 'seeds': _SEEDS.value, 'top_k': _TOP_K.value,
-            'hardware': platform.processor() or platform.machine(),
+            'hardware': benchmarking.cpu() if _SURROGATE.value else benchmarking.hardware(),
             'scale': {'dataset': 'synthetic landscape' if _SURROGATE.value else config.dataset,
                       'max_layers': config.search.max_layers,
                       'exploration': config.search.exploration,

@@ -1,4 +1,4 @@
-"""A search driver for tests that need a real process: the resume test's config and
+"""A search driver for tests that need a real process: tests/searches.py's config and
 surrogate, slowed down, exiting as ``blockqnn_jax.main`` does; it prints how many
 children it evaluated.
 
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from blockqnn_jax import executors  # pylint: disable=g-import-not-at-top
 from blockqnn_jax import main
 from blockqnn_jax import search
-from tests import test_resume
+from tests import searches
 
 
 def kill_inside_checkpoint(number: int) -> None:
@@ -42,13 +42,13 @@ def run(workdir: str, executor: str = 'local', seconds: float = 0.05,
         cpus_per_trial: float = 1.0, kill_at: int = 0) -> None:
   if kill_at:
     kill_inside_checkpoint(kill_at)
-  evaluate = test_resume.CountingEvaluator()
+  evaluate = searches.CountingEvaluator()
 
   def slow(block):
     time.sleep(seconds)
     return evaluate(block)
 
-  config = test_resume.resume_config()
+  config = searches.resume_config()
   config.executor = executor
   config.ray.cpus_per_trial = cpus_per_trial
   try:

@@ -5,7 +5,7 @@ import pytest
 
 
 class Crash(Exception):
-  """Stands in for the process dying."""
+  """Stands in for the process dying (a training run's or a search's)."""
 
 
 def interrupt_then_resume(run, config, workdir, monkeypatch) -> tuple[dict, list[int]]:
@@ -35,7 +35,7 @@ def mid_epoch_interrupt_then_resume(run, config, workdir, monkeypatch, runner_cl
   (the mid-epoch saves before it are skipped); then reruns it with ``config`` as given
   (which saves at epoch ends) to the end.
 
-  ``runner_class`` is the runner ``train_final.fit`` drives (its ``start_epoch`` and
+  ``runner_class`` is the runner ``training.loop.fit`` drives (its ``start_epoch`` and
   ``step`` are watched). Returns a dict: ``summary`` of the resumed run, ``saved`` (the
   global steps the interrupted run saved; the last is where it died), ``steps_per_epoch``,
   ``starts`` ((epoch, start_step) of every epoch the resumed run began) and ``steps``

@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from blockqnn_jax import main
-from blockqnn_jax import train_final
+from blockqnn_jax.training import loop
 
 CRASH_EXIT_STATUS = 3
 CLOCK_STEPS = {'fast': 3600.0, 'stopped': 0.0}  # seconds per reading
@@ -39,7 +39,7 @@ def die_after_save(step: int) -> None:
 
 
 class FakeClock:
-  """Stands in for the ``time`` module in train_final: ``seconds_per_reading`` on at each
+  """Stands in for the ``time`` module in training.loop: ``seconds_per_reading`` on at each
   reading."""
 
   def __init__(self, seconds_per_reading: float):
@@ -51,19 +51,19 @@ class FakeClock:
 
 
 def announce_event_writers() -> None:
-  writer = train_final.SummaryWriter
+  writer = loop.SummaryWriter
 
   def announced(*args, **kwargs):
     print(f'TensorBoard events from process {jax.process_index()}', flush=True)
     return writer(*args, **kwargs)
 
-  train_final.SummaryWriter = announced
+  loop.SummaryWriter = announced
 
 
 if __name__ == '__main__':
   if os.environ.get('CRASH_AFTER_SAVE'):
     die_after_save(int(os.environ['CRASH_AFTER_SAVE']))
   if os.environ.get('CHECKPOINT_CLOCK'):
-    train_final.time = FakeClock(CLOCK_STEPS[os.environ['CHECKPOINT_CLOCK']])
+    loop.time = FakeClock(CLOCK_STEPS[os.environ['CHECKPOINT_CLOCK']])
   announce_event_writers()
   app.run(main.main)

@@ -1,4 +1,5 @@
-"""The search strategies: legal sampling, reproducibility, exact state round trip."""
+"""The search strategies: legal sampling, reproducibility, exact state round trip; and
+``agent.drive``, the loop that runs one against a score."""
 
 import json
 
@@ -10,7 +11,7 @@ import pytest
 from blockqnn_jax import agent
 from blockqnn_jax import nsc
 from blockqnn_jax import search_space
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import surrogate
 from configs import default
 from tests import strategies
 
@@ -25,16 +26,11 @@ def search_config(strategy='qlearning', max_layers=23, **overrides):
   return config
 
 
-def drive(strategy, iterations=None):
-  """Runs a strategy on the surrogate landscape; returns the blocks it proposed."""
-  proposed = []
-  for _ in range(iterations or strategy.num_iterations):
-    batch = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
-    for block in batch:
-      strategy.feedback(block, surrogate.synthetic_accuracy(block))
-    proposed.extend(batch)
-    strategy.end_iteration()
-  return proposed
+def proposed(strategy, iterations=None):
+  """The blocks a strategy proposes on the surrogate landscape (to the end of its schedule,
+  or for ``iterations``)."""
+  return [s.arch for s in agent.drive(strategy, surrogate.synthetic_accuracy,
+                                      iterations=iterations)]
 
 
 def test_action_sets_follow_the_nsc_table():
@@ -55,7 +51,7 @@ def test_action_sets_follow_the_nsc_table():
 @given(st.sampled_from(agent.STRATEGIES), st.integers(1, 23), st.integers(0, 2**31))
 def test_sampled_blocks_are_valid_and_round_trip(name, max_layers, seed):
   strategy = agent.make_strategy(search_config(name, max_layers), seed)
-  for block in drive(strategy, iterations=2):
+  for block in proposed(strategy, iterations=2):
     codes = block.to_codes()
     again = nsc.Block.from_codes(json.loads(json.dumps(codes)), max_layers)
     assert again == block and again.canonical_hash() == block.canonical_hash()
@@ -71,9 +67,9 @@ def test_sampled_blocks_keep_their_hash_under_renumbering(data):
 
 
 def test_same_seed_same_rewards_same_blocks():
-  a = drive(agent.make_strategy(search_config(), 7))
-  b = drive(agent.make_strategy(search_config(), 7))
-  c = drive(agent.make_strategy(search_config(), 8))
+  a = proposed(agent.make_strategy(search_config(), 7))
+  b = proposed(agent.make_strategy(search_config(), 7))
+  c = proposed(agent.make_strategy(search_config(), 8))
   assert a == b
   assert a != c
 
@@ -147,7 +143,7 @@ def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
 def test_state_round_trip_gives_the_same_future(name, tmp_path):
   config = search_config(name)
   uninterrupted = agent.make_strategy(config, 11)
-  drive(uninterrupted, iterations=4)
+  proposed(uninterrupted, iterations=4)
   state = uninterrupted.state_dict()
   # Through disk: arrays in an npz, the rest as JSON.
   arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
@@ -158,11 +154,110 @@ def test_state_round_trip_gives_the_same_future(name, tmp_path):
   loaded = dict(np.load(tmp_path / 'arrays.npz'))
   loaded.update(json.loads((tmp_path / 'meta.json').read_text()))
   restored.load_state_dict(loaded)
-  assert drive(restored) == drive(uninterrupted)
+  assert proposed(restored) == proposed(uninterrupted)
   if name == 'qlearning':
     assert restored.q.keys() == uninterrupted.q.keys()
     for key, values in uninterrupted.q.items():
       np.testing.assert_array_equal(restored.q[key], values)
+
+
+class Recording(agent.RandomSearch):
+  """Random search that notes each proposal and each feedback, in the order they come."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.events = []
+
+  def propose(self):
+    arch = super().propose()
+    self.events.append(('propose', arch, None))
+    return arch
+
+  def feedback(self, arch, reward):
+    self.events.append(('feedback', arch, reward))
+
+  @property
+  def proposals(self):
+    return [arch for event, arch, _ in self.events if event == 'propose']
+
+  @property
+  def fed(self):
+    return [(arch, reward) for event, arch, reward in self.events if event == 'feedback']
+
+
+def counting_score(calls):
+  """A score that counts its calls per architecture: the sum of the choices."""
+  def score(arch):
+    calls[arch] = calls.get(arch, 0) + 1
+    return sum(arch) / 10
+  return score
+
+
+def recording(sizes=(2, 2)):
+  """A recording random search of 8 proposals per iteration over a small sequence space."""
+  return Recording(search_config('random'), 0, search_space.SequenceSpace(list(sizes)))
+
+
+def test_drive_scores_each_architecture_once_and_feeds_every_proposal_in_order():
+  strategy, calls = recording(), {}
+  samples = agent.drive(strategy, counting_score(calls), iterations=2)
+  assert len(samples) == len(strategy.proposals) == 16  # 4 architectures: many repeats
+  assert set(calls.values()) == {1}
+  assert [s.arch for s in samples] == strategy.proposals
+  assert strategy.fed == [(a, sum(a) / 10) for a in strategy.proposals]
+  firsts = [a for i, a in enumerate(strategy.proposals) if a not in strategy.proposals[:i]]
+  assert [s.arch for s in samples if s.fresh] == firsts
+  assert [s.key for s in samples] == ['%d%d' % a for a in strategy.proposals]
+
+
+def test_drive_proposes_a_whole_iteration_before_feeding_it_back():
+  strategy = recording()
+  agent.drive(strategy, counting_score({}), iterations=2)
+  assert [event for event, _, _ in strategy.events] == (
+      ['propose'] * 8 + ['feedback'] * 8) * 2
+
+
+def test_drive_stops_mid_iteration_at_its_budget():
+  strategy, calls = recording(sizes=(5, 5, 5)), {}
+  samples = agent.drive(strategy, counting_score(calls), budget=5)
+  # 125 architectures: eight draws hold a sixth distinct one, which ends the iteration
+  # unscored and unfed, with the rest of it.
+  assert len(calls) == 5 and sum(s.fresh for s in samples) == 5
+  assert len(samples) < strategy.blocks_per_iteration == len(strategy.proposals)
+  assert strategy.proposals[len(samples)] not in calls
+  assert [a for a, _ in strategy.fed] == strategy.proposals[:len(samples)]
+  assert strategy.iteration == 1
+
+
+def test_drive_runs_its_iterations_past_the_schedule_at_the_last_epsilon():
+  to_the_end = agent.make_strategy(search_config(), 0)
+  samples = agent.drive(to_the_end, surrogate.synthetic_accuracy)
+  assert to_the_end.iteration == to_the_end.num_iterations == 7
+  assert [s.epsilon for s in samples[::8]] == [1.0] * 3 + [0.5] * 2 + [0.1] * 2
+  assert [s.iteration for s in samples[::8]] == list(range(7))
+  longer = agent.make_strategy(search_config(), 0)
+  samples = agent.drive(longer, surrogate.synthetic_accuracy, iterations=9)
+  assert longer.iteration == 9 and len(samples) == 9 * 8
+  assert [s.epsilon for s in samples[-16::8]] == [0.1, 0.1]
+  shorter = agent.make_strategy(search_config(), 0)
+  assert len(agent.drive(shorter, surrogate.synthetic_accuracy, iterations=2)) == 16
+  assert shorter.iteration == 2
+
+
+def test_drive_notes_the_epsilon_each_iteration_started_with():
+  # As run_search logs it: evolution's epsilon falls to 0 within the first iteration, once
+  # its 4 random members are drawn, but that iteration's samples keep 1.
+  evolution = agent.make_strategy(search_config('evolution', population_size=4), 0)
+  samples = agent.drive(evolution, surrogate.synthetic_accuracy, iterations=2)
+  assert [s.epsilon for s in samples] == [1.0] * 8 + [0.0] * 8
+
+
+def test_drive_starts_no_iteration_past_its_proposals():
+  assert len(agent.drive(recording(), counting_score({}), iterations=9, max_proposals=20)) == 24
+  strategy, calls = recording(sizes=(2,)), {}
+  samples = agent.drive(strategy, counting_score(calls), budget=3, max_proposals=20)
+  assert len(calls) == 2  # only two architectures exist: the budget is out of reach
+  assert len(samples) == 24 and strategy.iteration == 3
 
 
 def test_unknown_strategy_is_a_clear_error():

@@ -1,9 +1,6 @@
 """bfloat16 compute (config.dtype='bfloat16'): the reference blocks train, and the
 numerically sensitive parts (BatchNorm, the head and the logits) stay in float32."""
 
-import json
-import pathlib
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -12,13 +9,12 @@ import numpy as np
 import optax
 import pytest
 
+from blockqnn_jax import data as data_lib
 from blockqnn_jax import models
-from blockqnn_jax import nsc
-from blockqnn_jax import train
+from blockqnn_jax.analysis import reference_blocks
+from blockqnn_jax.training import steps
 
-REFERENCE = json.loads(
-    (pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'reference_blocks.json')
-    .read_text())
+REFERENCE = reference_blocks.load()
 NUM_CLASSES = 10
 
 
@@ -77,7 +73,7 @@ def test_batchnorm_is_float32_under_bfloat16():
 
 def test_logits_and_head_gradient_are_float32():
   """Under bfloat16 compute the logits and the head's gradients are float32-accurate."""
-  model = models.build_network(nsc.Block.from_codes(REFERENCE['small']), _model_config(4),
+  model = models.build_network(REFERENCE['small'], _model_config(4),
                                num_classes=NUM_CLASSES, in_channels=3, dtype=jnp.bfloat16)
   model.train()
   graph, params, rest = nnx.split(model, nnx.Param, ...)
@@ -86,7 +82,7 @@ def test_logits_and_head_gradient_are_float32():
 
   def loss(params):
     logits = nnx.merge(graph, params, rest, copy=True)(x)
-    return train.cross_entropy(logits, labels), logits
+    return steps.cross_entropy(logits, labels), logits
 
   (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   assert logits.dtype == jnp.float32
@@ -111,11 +107,11 @@ def test_reference_block_trains_in_bfloat16(name):
   keeps the mean loss where it started and fails the fall. The deep block, the slowest
   learner, falls by 0.76 here (0.42-0.86 over model seeds 0-3).
   """
-  batch, steps, size = 32, 30, 16
-  model = models.build_network(nsc.Block.from_codes(REFERENCE[name]), _model_config(),
+  batch, num_steps, size = 32, 30, 16
+  model = models.build_network(REFERENCE[name], _model_config(),
                                num_classes=NUM_CLASSES, in_channels=3, dtype=jnp.bfloat16)
-  trainer = train.Trainer(model, optax.adam(1e-2), None, train.make_mesh(), batch,
-                          jnp.bfloat16, augment=lambda rng, images: images)
+  trainer = steps.Trainer(model, optax.adam(1e-2), data_lib.make_mesh(), jnp.bfloat16,
+                          augment=lambda rng, images: images)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(trainer.state['params']))
   images, labels = _learnable_images(4 * batch, size)
   mean = images.reshape(-1, 3).mean(0).astype(np.float32)
@@ -131,7 +127,7 @@ def test_reference_block_trains_in_bfloat16(name):
   assert conv_dtypes == {jnp.dtype(jnp.bfloat16)}
 
   state, losses = trainer.state, []
-  for step in range(steps):
+  for step in range(num_steps):
     start = step % 4 * batch
     state, loss = update(state, images[start:start + batch], labels[start:start + batch],
                          jax.random.fold_in(rng, step), mean, std)
@@ -142,7 +138,7 @@ def test_reference_block_trains_in_bfloat16(name):
 
   # The evaluation-mode network (running statistics) gives finite logits too.
   logits = nnx.merge(trainer.eval_graph, state['params'], state['batch_stats'])(
-      train.preprocess(images[:batch], mean, std, jnp.bfloat16))
+      data_lib.normalize(images[:batch], mean, std, jnp.bfloat16))
   assert logits.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(logits)))
 
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from blockqnn_jax import correlation
+from blockqnn_jax.analysis import correlation
 
 
 @pytest.mark.parametrize('x, y, rho, tau', [

@@ -1,8 +1,5 @@
 """Tests of dataset loading, the validation split and augmentation."""
 
-import os
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +7,6 @@ import pytest
 
 from blockqnn_jax import data
 from configs import default
-
-CIFAR_DIR = Path(os.environ.get('TFDS_DATA_DIR') or
-                 Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
 
 
 def make_config(**overrides):
@@ -67,13 +61,21 @@ def test_synthetic_shapes_and_learnable_colours():
   assert len({round(colour(label)) for label in range(10)}) > 1
 
 
-def test_normalization_matches_numpy():
+def test_channel_statistics_match_numpy():
   dataset = data.load_dataset(make_config(dataset='digits', validation_examples=300))
-  mean, std = data.normalization(dataset)
+  mean, std = data.channel_statistics(dataset.train_images)
   assert mean.dtype == std.dtype == np.float32
   pixels = dataset.train_images.astype(np.float64)
   np.testing.assert_allclose(mean, pixels.mean((0, 1, 2)), rtol=1e-6)
   np.testing.assert_allclose(std, pixels.std((0, 1, 2)), rtol=1e-6)
+
+
+def test_a_constant_channel_is_divided_by_one_not_zero():
+  images = np.zeros((4, 2, 2, 2), np.uint8)
+  images[..., 1] = [[[0, 255]]]  # half 0, half 255: std 127.5
+  mean, std = data.channel_statistics(images)
+  np.testing.assert_allclose(mean, [0.0, 127.5])
+  np.testing.assert_allclose(std, [1.0, 127.5])
 
 
 def never_decode(*args):
@@ -94,15 +96,10 @@ def test_unknown_dataset_name():
     data.check_dataset(make_config(dataset='no_such_data'))
 
 
-def skip_without_cifar10():
-  if not (CIFAR_DIR / 'cifar10').is_dir():
-    pytest.skip(f'CIFAR-10 not prepared at {CIFAR_DIR}')
-
-
-def test_check_dataset_catches_bad_sizes_without_decoding(monkeypatch):
-  skip_without_cifar10()
+def test_check_dataset_catches_bad_sizes_without_decoding(monkeypatch, cifar10_data_dir):
   monkeypatch.setattr(data, '_tfds_split', never_decode)
-  config = make_config(dataset='cifar10', data_dir=str(CIFAR_DIR), validation_examples=50_000)
+  config = make_config(dataset='cifar10', data_dir=str(cifar10_data_dir),
+                       validation_examples=50_000)
   with pytest.raises(ValueError, match='must be less than the 50000 training examples'):
     data.check_dataset(config)
   with pytest.raises(ValueError, match='must be less than the 50000 training examples'):
@@ -110,9 +107,9 @@ def test_check_dataset_catches_bad_sizes_without_decoding(monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def cifar10():
-  skip_without_cifar10()
-  config = make_config(dataset='cifar10', data_dir=str(CIFAR_DIR), validation_examples=5000)
+def cifar10(cifar10_data_dir):
+  config = make_config(dataset='cifar10', data_dir=str(cifar10_data_dir),
+                       validation_examples=5000)
   data.check_dataset(config)
   return data.load_dataset(config)
 
@@ -130,7 +127,7 @@ def test_cifar10_splits(cifar10):
 
 
 def test_cifar10_normalization(cifar10):
-  mean, std = data.normalization(cifar10)
+  mean, std = data.channel_statistics(cifar10.train_images)
   # Over the 45,000 training images; the full 50,000 give 125.31 / 122.95 / 113.87.
   np.testing.assert_allclose(mean, [125.31, 122.95, 113.87], atol=0.5)
   np.testing.assert_allclose(std, [62.99, 62.09, 66.70], atol=0.5)

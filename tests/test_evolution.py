@@ -6,7 +6,7 @@ import pytest
 from blockqnn_jax import agent
 from blockqnn_jax import search
 from blockqnn_jax import search_space
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import surrogate
 from configs import default
 
 SPACE = search_space.SequenceSpace([5] * 6)

@@ -12,59 +12,29 @@ import numpy as np
 import pytest
 
 from blockqnn_jax import checkpoint
+from blockqnn_jax import child
 from blockqnn_jax import executors
 from blockqnn_jax import nsc
 from blockqnn_jax import results
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
-from blockqnn_jax import train
-from configs import quickstart
-from tests import test_resume
+from blockqnn_jax.analysis import surrogate
+from tests import searches
+from tests.interrupt import Crash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
-
-
-class JitteryEvaluator:
-  """A deterministic two-phase evaluator whose phases take a pseudo-random time, so that
-  children finish in an order unlike the one they were sampled in."""
-
-  def prepare(self, block):
-    time.sleep(self.delay(block, 'prepare'))
-    return block
-
-  def run(self, block, should_stop):
-    del should_stop
-    time.sleep(self.delay(block, 'run'))
-    return {'accuracy': surrogate.synthetic_accuracy(block)}
-
-  @staticmethod
-  def delay(block, phase):
-    return int(block.canonical_hash()[:4], 16) % 7 * 0.004 + (phase == 'run') * 0.002
-
-
-def jittery_search(workdir, children_per_device, compile_ahead, executor='local',
-                   max_in_flight=0):
-  config = test_resume.resume_config()
-  config.children_per_device = children_per_device
-  config.compile_ahead = compile_ahead
-  config.executor = executor
-  config.ray.max_in_flight = max_in_flight
-  config.ray.gpus_per_trial = 0
-  search.run_search(config, str(workdir), JitteryEvaluator())
-  return test_resume.outcome(workdir)
+CONV = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])  # one conv: quick to train
 
 
 @pytest.fixture(scope='module')
 def serial(tmp_path_factory):
-  return jittery_search(tmp_path_factory.mktemp('serial'), 1, 0)
+  return searches.jittery_search(tmp_path_factory.mktemp('serial'), 1, 0)
 
 
 @pytest.mark.parametrize('children_per_device, compile_ahead', [(1, 2), (3, 0), (3, 2)])
 def test_the_search_does_not_depend_on_how_many_children_run_at_once(
     tmp_path, serial, children_per_device, compile_ahead):
-  outcome = jittery_search(tmp_path, children_per_device, compile_ahead)
-  test_resume.assert_same_outcome(outcome, serial, same_log_order=False)
+  outcome = searches.jittery_search(tmp_path, children_per_device, compile_ahead)
+  searches.assert_same_outcome(outcome, serial, same_log_order=False)
   # ... though they did finish in another order than the serial run's.
   assert [r['hash'] for r in outcome[0]] != [r['hash'] for r in serial[0]]
 
@@ -74,15 +44,15 @@ def test_a_resumed_concurrent_search_ends_like_a_serial_one(tmp_path, serial, mo
 
   def crash_on_third_save(self, step, *args):
     if step == 3:
-      raise test_resume.Crash()
+      raise Crash()
     original(self, step, *args)
 
   monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', crash_on_third_save)
-  with pytest.raises(test_resume.Crash):
-    jittery_search(tmp_path, 3, 1)
+  with pytest.raises(Crash):
+    searches.jittery_search(tmp_path, 3, 1)
   monkeypatch.setattr(checkpoint.SearchCheckpointer, 'save', original)
-  test_resume.assert_same_outcome(jittery_search(tmp_path, 3, 1), serial,
-                                  same_log_order=False)
+  searches.assert_same_outcome(searches.jittery_search(tmp_path, 3, 1), serial,
+                               same_log_order=False)
 
 
 class SharingEvaluator:
@@ -110,7 +80,7 @@ class SharingEvaluator:
 
 
 def sharing_config(children_per_device):
-  config = test_resume.resume_config()
+  config = searches.resume_config()
   config.children_per_device = children_per_device
   return config
 
@@ -140,7 +110,7 @@ def test_out_of_memory_alone_is_the_architectures_verdict(tmp_path):
 def test_a_transient_failure_is_not_cached(tmp_path):
   """A dead worker's result (transient) is logged and fed, but the architecture is
   evaluated again when it is sampled again."""
-  config = test_resume.resume_config()
+  config = searches.resume_config()
   config.search.max_layers = 1  # few architectures: each is sampled many times
   calls = []
 
@@ -185,7 +155,7 @@ class Stoppable:
 def test_closing_the_local_executor_stops_a_training_child():
   evaluator = Stoppable()
   executor = executors.LocalExecutor(evaluator, children_per_device=1, compile_ahead=1)
-  executor.submit('a', nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]))
+  executor.submit('a', CONV)
   assert evaluator.started.wait(10)
   assert executor.next_result(timeout=0.05) is None
   executor.close()
@@ -203,7 +173,7 @@ def test_sigterm_stops_the_search_and_its_training_child_within_half_a_second(tm
 
   threading.Thread(target=sigterm_once_training, daemon=True).start()
   with pytest.raises(search.SearchStopped):
-    search.run_search(test_resume.resume_config(), str(tmp_path), evaluator)
+    search.run_search(searches.resume_config(), str(tmp_path), evaluator)
   assert evaluator.stopped.wait(0.25)
   assert time.perf_counter() - sent[0] < 0.5 + 0.25  # a margin for a loaded machine
 
@@ -217,27 +187,19 @@ class TrainingWatch:
   def prepare(self, block):
     return self.evaluator.prepare(block)
 
-  def run(self, child, should_stop):
+  def run(self, prepared, should_stop):
     def watched():
       self.training.set()
       return should_stop()
-    return self.evaluator.run(child, watched)
-
-
-def tiny_child_config(compilation_cache_dir=''):
-  """The quickstart's child on a slice of the digits: seconds to compile, ms a step."""
-  config = quickstart.get_config()
-  config.compilation_cache_dir = compilation_cache_dir
-  config.max_train_examples, config.validation_examples = 256, 64
-  return config
+    return self.evaluator.run(prepared, watched)
 
 
 def test_a_real_child_in_training_is_abandoned_at_its_next_step():
-  config = tiny_child_config()
+  config = searches.tiny_child_config()
   config.early_stop.epochs = 10_000  # minutes of training, unless abandoned
-  watch = TrainingWatch(train.ChildEvaluator(config))
+  watch = TrainingWatch(child.ChildEvaluator(config))
   executor = executors.LocalExecutor(watch, children_per_device=1, compile_ahead=0)
-  executor.submit('small', SMALL)
+  executor.submit('conv', CONV)
   assert watch.training.wait(300)
   time.sleep(0.2)
   closed = time.perf_counter()
@@ -250,14 +212,15 @@ def test_a_real_child_in_training_is_abandoned_at_its_next_step():
 COMPILE_IN_A_FRESH_PROCESS = """
 import json, sys
 import jax
-from blockqnn_jax import train
-from tests import test_executors
+from blockqnn_jax import child
+from blockqnn_jax import nsc
+from tests import searches
 hits = []
 jax.monitoring.register_event_listener(
     lambda event, **kwargs: hits.append(event == '/jax/compilation_cache/cache_hits'))
-config = test_executors.tiny_child_config(sys.argv[1])
+config = searches.tiny_child_config(sys.argv[1])
 config.early_stop.epochs = 1
-result = train.evaluate_block(test_executors.SMALL, config)
+result = child.evaluate_block(nsc.Block.from_json(sys.argv[2]), config)
 print(json.dumps({'status': result['status'], 'hits': sum(hits),
                   'compile_seconds': result['compile_seconds']}))
 """
@@ -267,7 +230,8 @@ def test_a_second_process_reads_the_child_back_from_the_compilation_cache(tmp_pa
   runs = []
   for _ in range(2):
     process = subprocess.run(
-        [sys.executable, '-c', COMPILE_IN_A_FRESH_PROCESS, str(tmp_path / 'cache')],
+        [sys.executable, '-c', COMPILE_IN_A_FRESH_PROCESS, str(tmp_path / 'cache'),
+         CONV.to_json()],
         env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True, check=True)
     runs.append(json.loads(process.stdout.splitlines()[-1]))
   cold, warm = runs
@@ -294,18 +258,21 @@ def test_a_replaced_actor_never_comes_back_into_the_pool():
   assert [pool.acquire() for _ in range(4)] == ['actor 1'] * 3 + [None]
 
 
-
 @pytest.mark.parametrize('field, value, reason', [
     ('batch_size', 6, 'ValueError: config.batch_size=6 must be a positive multiple of the 4'),
     ('dataset', 'no_such_dataset', 'Unknown dataset'),
 ])
-def test_evaluate_block_never_raises(field, value, reason):
-  config = test_resume.resume_config()
+def test_evaluate_block_never_raises(field, value, reason, tmp_path):
+  config = searches.resume_config()
   config.dataset = 'digits'
   config.validation_examples = 300
   config.compilation_cache_dir = ''
   config[field] = value
-  result = train.evaluate_block(SMALL, config)
+  result = child.evaluate_block(CONV, config)
   assert result['status'] == 'failed' and result['accuracy'] == 0.0
   assert reason in result['reason'], result['reason']
-  assert np.isfinite(result['reward'])
+  # The search scores the failed child like any other: a finite reward.
+  config.search.update(epsilon_schedule=((1.0, 1),), blocks_per_iteration=1)
+  search.run_search(config, str(tmp_path), child.ChildEvaluator(config))
+  [record] = results.read_results(str(tmp_path))
+  assert record['status'] == 'failed' and np.isfinite(record['reward'])

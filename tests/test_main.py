@@ -13,7 +13,7 @@ from blockqnn_jax import check_config
 from blockqnn_jax import draw
 from blockqnn_jax import nsc
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import surrogate
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

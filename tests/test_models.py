@@ -1,8 +1,5 @@
 """Networks built from NSC blocks: every sampled block runs; FLOPs agree with XLA."""
 
-import json
-import pathlib
-
 from flax import nnx
 from hypothesis import given, settings
 import jax
@@ -12,13 +9,11 @@ import pytest
 
 from blockqnn_jax import models
 from blockqnn_jax import nsc
+from blockqnn_jax.analysis import reference_blocks
 from configs import default
 from tests import strategies
 
-# The benchmark's reference blocks (a copy of ../shared/reference_blocks.json).
-REFERENCE = json.loads(
-    (pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'reference_blocks.json')
-    .read_text())
+REFERENCE = reference_blocks.load()
 CONCAT_CHAIN = [[1, 6, 0, 0, 0]] + [[i, 6, 0, i - 1, i - 2] for i in range(2, 24)] + [
     [24, 7, 0, 0, 0]]
 
@@ -52,7 +47,7 @@ def test_every_block_runs_forward_and_backward(block):
 
 
 @pytest.mark.parametrize('codes', [
-    REFERENCE['deep'],
+    REFERENCE['deep'].to_codes(),
     CONCAT_CHAIN,                                                  # widths capped
     [[1, 2, 3, 0, 0], [2, 3, 1, 0, 0], [3, 4, 0, 0, 0], [4, 7, 0, 0, 0]],  # three leaves
     [[1, 4, 0, 0, 0], [2, 7, 0, 0, 0]],                            # no arithmetic at all
@@ -81,7 +76,7 @@ def model_config(template='cifar', filters=8, repeats=1):
 @pytest.mark.parametrize('template, shape', [('cifar', (32, 32, 3)), ('imagenet', (64, 64, 3))])
 @pytest.mark.parametrize('name', sorted(REFERENCE))
 def test_flops_match_xla_cost_analysis(name, template, shape):
-  block = nsc.Block.from_codes(REFERENCE[name])
+  block = REFERENCE[name]
   config = model_config(template)
   network = models.build_network(block, config, num_classes=10, in_channels=shape[-1])
   network.eval()
@@ -112,7 +107,7 @@ def test_param_count_of_a_one_conv_block():
 @pytest.mark.parametrize('template, shape', [('cifar', (32, 32, 3)), ('imagenet', (64, 64, 3)),
                                              ('cifar', (8, 8, 1))])
 def test_networks_classify(template, shape):
-  block = nsc.Block.from_codes(REFERENCE['small'])
+  block = REFERENCE['small']
   network = models.build_network(block, model_config(template), num_classes=7,
                                  in_channels=shape[-1])
   logits = network(jnp.ones((2, *shape)))

@@ -4,23 +4,22 @@ the one-process run does; only process 0 writes TensorBoard events."""
 
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from blockqnn_jax.training import inference
 
+from tests.common import CIFAR10_DIR
+from tests.common import ROOT
+from tests.common import SMALL
 from tests.multihost_driver import CRASH_EXIT_STATUS
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CIFAR_DIR = pathlib.Path(os.environ.get('TFDS_DATA_DIR') or ROOT.parent / 'shared' / 'data' /
-                         'tfds') / 'cifar10' / '3.0.2'
-SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
 STEPS_PER_EPOCH = 4  # 128 images, global batch 32
 FLAGS = ['--config=configs/cifar10.py:smoke', '--config.mode=transfer_imagenet',
-         f'--config.dataset={CIFAR_DIR}', f'--config.block={SMALL}',
+         f'--config.dataset={CIFAR10_DIR}', f'--config.block={SMALL}',
          '--config.transfer.image_size=32', '--config.transfer.max_eval_examples=64',
          '--config.max_train_examples=128', '--config.transfer.batch_size=32',
          '--config.transfer.epochs=2', '--config.transfer.warmup_epochs=1']
@@ -65,8 +64,7 @@ def launch(workdir, processes: int, devices_per_process: int, crash_after_save: 
   return [process.returncode for process in running], outputs
 
 
-@pytest.mark.skipif(not CIFAR_DIR.exists(),
-                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
+@pytest.mark.usefixtures('cifar10_dir')
 def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
   one, two = tmp_path / 'one', tmp_path / 'two'
   statuses, outputs = launch(one, processes=1, devices_per_process=2)
@@ -95,7 +93,6 @@ def test_two_processes_train_die_resume_and_match_one_process(tmp_path):
     np.testing.assert_allclose(b['loss'], a['loss'], rtol=1e-5)
     assert (b['top1_accuracy'], b['top5_accuracy']) == (a['top1_accuracy'],
                                                         a['top5_accuracy'])
-  from blockqnn_jax import train_final  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  for a, b in zip(*(jax.tree.leaves(train_final.load_model(str(w))[0]) for w in (one, two))):
+  for a, b in zip(*(jax.tree.leaves(inference.load_model(str(w))[0]) for w in (one, two))):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)

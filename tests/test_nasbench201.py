@@ -1,6 +1,6 @@
 """NAS-Bench-201 cells: FLOPs and density worked out by hand, the redefined reward, and
-experiments/nasbench201_correlation.py end to end on a small table written here (and on
-the real table where ../shared/data/nasbench201 holds it)."""
+``python -m experiments.nasbench201_correlation`` end to end on a small table written here
+(and on the real table where ../shared/data/nasbench201 holds it)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from blockqnn_jax import correlation
-from blockqnn_jax import nasbench201
+from blockqnn_jax.analysis import correlation
+from blockqnn_jax.analysis import nasbench201
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_TABLE = os.path.join(ROOT, '..', 'shared', 'data', 'nasbench201', 'nasbench201.csv')
@@ -111,9 +111,8 @@ def write_synthetic_table(path, planted=(-0.1, 0.05)) -> list[str]:
 
 def run_experiment(*args) -> tuple[str, subprocess.CompletedProcess]:
   completed = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'experiments', 'nasbench201_correlation.py'),
-       *args], cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True,
-      text=True, timeout=120, check=False)
+      [sys.executable, '-m', 'experiments.nasbench201_correlation', *args], cwd=ROOT,
+      capture_output=True, text=True, timeout=120, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
   return completed.stdout.strip().splitlines()[-1], completed
 
@@ -182,6 +181,6 @@ def test_on_the_real_table():
   assert len(set(table['ops'])) == len(table['ops']) == 15_625
   flops = [nasbench201.cell_flops(o) for o in table['ops']]
   assert (min(flops), max(flops)) == (7_783_050, 220_119_690)  # NAS-Bench-201's range
-  # The README: Spearman of cifar10_val12 with cifar10_test200, about 0.77.
+  # docs/reproducing.md: Spearman of cifar10_val12 with cifar10_test200, about 0.77.
   assert correlation.spearman(table['cifar10_val12'], table['cifar10_test200']) == (
       pytest.approx(0.77, abs=0.01))

@@ -12,8 +12,6 @@ import pytest
 from blockqnn_jax import nsc
 from tests import strategies
 
-SMALL = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
-
 
 @given(strategies.blocks())
 def test_codes_and_json_round_trip_exactly(block):
@@ -32,13 +30,13 @@ def test_canonical_hash_is_invariant_under_renumbering(data):
   assert other.canonical() == block.canonical()
 
 
-def test_hash_separates_different_architectures():
+def test_hash_separates_different_architectures(small_codes):
   shared = [[1, 1, 3, 0, 0], [2, 5, 0, 1, 1], [3, 7, 0, 0, 0]]      # add(c, c)
   distinct = [[1, 1, 3, 0, 0], [2, 1, 3, 0, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
   kernel = [[1, 1, 5, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]
   add_vs_concat = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]
   hashes = {nsc.Block.from_codes(c).canonical_hash()
-            for c in (SMALL, shared, distinct, kernel, add_vs_concat)}
+            for c in (small_codes, shared, distinct, kernel, add_vs_concat)}
   assert len(hashes) == 5
 
 
@@ -93,10 +91,9 @@ def test_equal_hash_exactly_for_isomorphic_blocks(pair):
   assert (a.canonical_hash() == b.canonical_hash()) == same
 
 
-def test_operand_order_of_add_and_concat_does_not_matter():
+def test_operand_order_of_add_and_concat_does_not_matter(small_block):
   swapped = [[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 2, 1], [4, 7, 0, 0, 0]]
-  assert nsc.Block.from_codes(swapped).canonical_hash() == nsc.Block.from_codes(
-      SMALL).canonical_hash()
+  assert nsc.Block.from_codes(swapped).canonical_hash() == small_block.canonical_hash()
 
 
 @pytest.mark.parametrize('codes, message', [
@@ -140,29 +137,28 @@ def test_depth_limit_is_configurable():
     nsc.Block.from_codes(codes, max_layers=1)
 
 
-def test_blocks_are_immutable():
-  block = nsc.Block.from_codes(SMALL)
+def test_blocks_are_immutable(small_block):
   with pytest.raises(AttributeError):
-    block.layers = ()
+    small_block.layers = ()
   with pytest.raises(TypeError):
-    block.layers[0] = nsc.Layer(1, 1, 1, 0, 0)
+    small_block.layers[0] = nsc.Layer(1, 1, 1, 0, 0)
 
 
-def test_density_counts_edges_over_nodes():
+def test_density_counts_edges_over_nodes(small_block):
   # input, 3 layers, output = 5 nodes; edges 0->1, 1->2, 1->3, 2->3, 3->out = 5.
-  assert nsc.Block.from_codes(SMALL).density() == pytest.approx(1.0)
+  assert small_block.density() == pytest.approx(1.0)
   # Two leaves both feed the output: nodes 4, edges 0->1, 0->2, 1->out, 2->out.
   fan = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 2, 3, 0, 0], [3, 7, 0, 0, 0]])
   assert fan.density() == pytest.approx(1.0)
   assert fan.output_layers == (1, 2)
 
 
-def test_flops_of_a_residual_pair():
+def test_flops_of_a_residual_pair(small_block):
   f, h = 32, 8
   taps = (3 * h - 2) ** 2  # a 3x3 window over 8x8 'same' inputs misses 2 taps per row
   assert nsc.window_taps(h, 3) ** 2 == taps
   conv3 = 2 * taps * f * f
-  assert nsc.Block.from_codes(SMALL).flops(h, h, f) == 2 * conv3 + h * h * f
+  assert small_block.flops(h, h, f) == 2 * conv3 + h * h * f
 
 
 @pytest.mark.parametrize('size, kernel, stride, taps', [

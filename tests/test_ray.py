@@ -13,10 +13,9 @@ import pytest
 from blockqnn_jax import executors
 from blockqnn_jax import nsc
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import surrogate
 from configs import default
-from tests import test_executors
-from tests import test_resume
+from tests import searches
 
 ray = pytest.importorskip('ray', reason='Ray is optional: pip install -r requirements-ray.txt')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,10 +149,10 @@ def test_an_exception_inside_a_child_fails_only_that_child(tmp_path):
 
 
 def test_a_ray_search_ends_like_a_serial_local_one(tmp_path):
-  serial = test_executors.jittery_search(tmp_path / 'serial', 1, 0)
-  distributed = test_executors.jittery_search(tmp_path / 'ray', 1, 1, executor='ray',
-                                              max_in_flight=2)
-  test_resume.assert_same_outcome(distributed, serial, same_log_order=False)
+  serial = searches.jittery_search(tmp_path / 'serial', 1, 0)
+  distributed = searches.jittery_search(tmp_path / 'ray', 1, 1, executor='ray',
+                                        max_in_flight=2)
+  searches.assert_same_outcome(distributed, serial, same_log_order=False)
 
 
 @pytest.mark.parametrize('children_per_device, gpus_per_trial, fraction', [

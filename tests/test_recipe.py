@@ -11,14 +11,14 @@ import pytest
 from flax import nnx
 
 from blockqnn_jax import check_config
+from blockqnn_jax import data as data_lib
 from blockqnn_jax import models
 from blockqnn_jax import nsc
-from blockqnn_jax import train
-from blockqnn_jax import train_final
+from blockqnn_jax.training import recipes
+from blockqnn_jax.training import steps
 from configs import cifar10
 from configs import default
-
-SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
+from tests import common
 STEPS_PER_EPOCH = 10
 
 
@@ -27,7 +27,7 @@ def small_params():
   decay moves every parameter it applies to)."""
   model_config = default.get_config().model
   model_config.update(filters=4, repeats=1, template='imagenet')
-  model = models.build_network(nsc.Block.from_json(SMALL), model_config, num_classes=3,
+  model = models.build_network(nsc.Block.from_json(common.SMALL), model_config, num_classes=3,
                                in_channels=3)
   return jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
 
@@ -52,17 +52,17 @@ def test_the_cifar_recipe_is_the_one_of_before():
   steps = jnp.arange(recipe.epochs * STEPS_PER_EPOCH + 1)
   old_schedule = optax.piecewise_constant_schedule(
       0.1, {150 * STEPS_PER_EPOCH: 0.1, 225 * STEPS_PER_EPOCH: 0.1})
-  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  schedule = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
   np.testing.assert_array_equal(schedule(steps), old_schedule(steps))
   old_tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(old_schedule, momentum=0.9))
   params = small_params()
-  for new, old in zip(updates_over_steps(train_final.sgd_optimizer(recipe, schedule), params),
+  for new, old in zip(updates_over_steps(recipes.sgd_optimizer(recipe, schedule), params),
                       updates_over_steps(old_tx, params)):
     for a, b in zip(new, old):
       np.testing.assert_array_equal(a, b)
   recipe.schedule = 'cosine'
   np.testing.assert_array_equal(
-      train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)(steps),
+      recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)(steps),
       optax.cosine_decay_schedule(0.1, recipe.epochs * STEPS_PER_EPOCH)(steps))
 
 
@@ -70,7 +70,7 @@ def test_the_cifar_recipe_is_the_one_of_before():
 def test_imagenet_warm_up_then_cosine_at_the_linearly_scaled_rate(batch_size, peak):
   recipe = default.get_config().transfer
   recipe.batch_size = batch_size
-  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  schedule = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
   warmup, total = 5 * STEPS_PER_EPOCH, 90 * STEPS_PER_EPOCH
   assert float(schedule(0)) == 0.0
   assert float(schedule(warmup // 2)) == pytest.approx(peak / 2)
@@ -82,7 +82,7 @@ def test_imagenet_warm_up_then_cosine_at_the_linearly_scaled_rate(batch_size, pe
 def test_imagenet_steps_schedule_steps_at_its_epochs_after_the_warm_up():
   recipe = default.get_config().transfer
   recipe.schedule = 'steps'
-  schedule = train_final.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  schedule = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
   expected = {5 * STEPS_PER_EPOCH: 0.1, 30 * STEPS_PER_EPOCH - 1: 0.1,
               30 * STEPS_PER_EPOCH: 0.01, 60 * STEPS_PER_EPOCH: 0.001,
               80 * STEPS_PER_EPOCH: 0.0001}
@@ -94,7 +94,7 @@ def decayed(recipe) -> dict[str, bool]:
   """For each parameter ('stem/norm/scale', ...): whether one step of zero gradients at a
   learning rate of 1 moved it, i.e. whether weight decay applies to it."""
   params = small_params()
-  tx = train_final.sgd_optimizer(recipe, optax.constant_schedule(1.0))
+  tx = recipes.sgd_optimizer(recipe, optax.constant_schedule(1.0))
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
   return {'/'.join(str(getattr(key, 'key', '')) for key in path).strip('/'): bool(
@@ -118,7 +118,7 @@ def test_imagenet_momentum_is_nesterov():
   recipe.weight_decay = 0.0
   schedule = optax.constant_schedule(0.1)
   params = small_params()
-  ours = updates_over_steps(train_final.sgd_optimizer(recipe, schedule), params)
+  ours = updates_over_steps(recipes.sgd_optimizer(recipe, schedule), params)
   nesterov = updates_over_steps(optax.sgd(schedule, momentum=0.9, nesterov=True), params)
   plain = updates_over_steps(optax.sgd(schedule, momentum=0.9, nesterov=False), params)
   for a, b in zip(ours[-1], nesterov[-1]):
@@ -130,32 +130,31 @@ def test_label_smoothing_gives_the_hand_computed_loss():
   probabilities = np.array([0.6, 0.2, 0.1, 0.1])
   logits, labels = jnp.log(jnp.asarray([probabilities])), jnp.array([0])
   targets = np.full(4, 0.1 / 4) + np.array([0.9, 0, 0, 0])  # 0.925, 0.025, 0.025, 0.025
-  assert float(train.cross_entropy(logits, labels)) == pytest.approx(-math.log(0.6))
-  assert float(train.cross_entropy(logits, labels, 0.1)) == pytest.approx(
+  assert float(steps.cross_entropy(logits, labels)) == pytest.approx(-math.log(0.6))
+  assert float(steps.cross_entropy(logits, labels, 0.1)) == pytest.approx(
       -np.sum(targets * np.log(probabilities)), rel=1e-6)
 
 
 @pytest.mark.parametrize('label_smoothing', [0.0, 0.1])
-def test_the_train_step_minimises_the_smoothed_loss(label_smoothing):
+def test_the_train_step_minimises_the_smoothed_loss(label_smoothing, small_block):
   """The loss of ``Trainer.update`` is the cross-entropy with the trainer's smoothing."""
   config = default.get_config()
   config.model.update(filters=4, repeats=1)
-  model = models.build_network(nsc.Block.from_json(SMALL), config.model, num_classes=10,
-                               in_channels=3)
-  mesh = train.make_mesh()
-  trainer = train.Trainer(model, optax.sgd(0.1), None, mesh, 8, jnp.float32,
+  model = models.build_network(small_block, config.model, num_classes=10, in_channels=3)
+  mesh = data_lib.make_mesh()
+  trainer = steps.Trainer(model, optax.sgd(0.1), mesh, jnp.float32,
                           augment=lambda rng, images: images, label_smoothing=label_smoothing)
   images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
   labels = jnp.arange(8) % 10
   mean, std = jnp.full(3, 120.0), jnp.full(3, 60.0)
   state = trainer.state
   logits = nnx.merge(trainer.train_graph, state['params'], state['batch_stats'], copy=True)(
-      train.preprocess(jnp.asarray(images), mean, std, jnp.float32))
+      data_lib.normalize(jnp.asarray(images), mean, std, jnp.float32))
   _, loss = trainer.update(state, jnp.asarray(images), labels, jax.random.key(0), mean, std)
   assert float(loss) == pytest.approx(
-      float(train.cross_entropy(logits, labels, label_smoothing)), rel=1e-5)
-  assert float(train.cross_entropy(logits, labels, 0.1)) != pytest.approx(
-      float(train.cross_entropy(logits, labels)), rel=1e-5)
+      float(steps.cross_entropy(logits, labels, label_smoothing)), rel=1e-5)
+  assert float(steps.cross_entropy(logits, labels, 0.1)) != pytest.approx(
+      float(steps.cross_entropy(logits, labels)), rel=1e-5)
 
 
 def kernels_only(params):
@@ -167,7 +166,7 @@ def kernels_only(params):
 
 def recipe_by_hand(recipe_name: str) -> tuple[list[float], optax.GradientTransformation]:
   """The learning rates of the first 7 steps (1 step per epoch) and the optimizer of
-  ``default.get_config()``'s recipe, from its published numbers, not from train_final."""
+  ``default.get_config()``'s recipe, from its published numbers, not from training.recipes."""
   if recipe_name == 'transfer':  # 5 warm-up steps from 0 to 0.1, then a cosine over 85
     rates = [0.1 * step / 5 for step in range(5)] + [
         0.1 * (1 + math.cos(math.pi * step / 85)) / 2 for step in range(2)]
@@ -180,16 +179,16 @@ def recipe_by_hand(recipe_name: str) -> tuple[list[float], optax.GradientTransfo
 
 
 @pytest.mark.parametrize('recipe_name, smoothing', [('transfer', 0.1), ('train', 0.0)])
-def test_the_recipe_blocks_reach_the_trainer(recipe_name, smoothing):
+def test_the_recipe_blocks_reach_the_trainer(recipe_name, smoothing, small_block):
   """The trainer built with a recipe has that recipe's learning rates, weight-decay mask,
   momentum and label smoothing: another recipe's optimizer or schedule fails this."""
   config = default.get_config()
   recipe = config[recipe_name]
   recipe.update(filters=4, repeats=1)
-  model_config = train_final.final_model_config(config, recipe)
+  model_config = recipes.final_model_config(config, recipe)
   model_config.template = 'imagenet'  # so that small_params fits its masks
-  _, trainer, schedule = train_final.build_trainer(
-      config, recipe, nsc.Block.from_json(SMALL), model_config, train.make_mesh(), None,
+  _, trainer, schedule = recipes.build_trainer(
+      config, recipe, small_block, model_config, data_lib.make_mesh(),
       num_classes=3, channels=3, steps_per_epoch=1)
   rates, expected_tx = recipe_by_hand(recipe_name)
   np.testing.assert_allclose([float(schedule(step)) for step in range(7)], rates, rtol=1e-6)
@@ -230,7 +229,7 @@ def test_the_recipe_blocks_reach_the_trainer(recipe_name, smoothing):
 ])
 def test_a_recipe_mistake_is_one_clear_line(mode, field, value, message):
   config = cifar10.get_config('smoke')
-  config.update(mode=mode, block=SMALL)
+  config.update(mode=mode, block=common.SMALL)
   config.update_from_flattened_dict({field: value})
   with pytest.raises(check_config.ConfigError) as error:
     check_config.check_config(config)

@@ -15,88 +15,21 @@ from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import checkpoint
 from blockqnn_jax import results
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
 from blockqnn_jax import workdir as workdir_lib
-from configs import default
+from blockqnn_jax.analysis import surrogate
+from tests.interrupt import Crash
+from tests.searches import CountingEvaluator
+from tests.searches import assert_same_outcome
+from tests.searches import outcome
+from tests.searches import resume_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class Crash(Exception):
-  """Stands in for the process dying."""
-
-
-def resume_config():
-  config = default.get_config()
-  config.seed = 3
-  config.search.epsilon_schedule = ((1.0, 2), (0.5, 2), (0.1, 2))
-  config.search.blocks_per_iteration = 6
-  config.search.max_layers = 5
-  return config
-
-
-class CountingEvaluator:
-  """The surrogate, counting calls (``keys``: the blocks called with); raises Crash on call
-  number `crash_at` (1-based)."""
-
-  def __init__(self, crash_at=None):
-    self.calls, self.crash_at, self.keys = 0, crash_at, []
-
-  def __call__(self, block):
-    self.calls += 1
-    self.keys.append(block.canonical_hash())
-    if self.calls == self.crash_at:
-      raise Crash()
-    return {'accuracy': surrogate.synthetic_accuracy(block), 'train_seconds': 0.0}
-
-
-def outcome(workdir):
-  """What must not depend on interruptions: every record and the final agent state."""
-  records = results.read_results(str(workdir))
-  agent_state, search_state = checkpoint.SearchCheckpointer(str(workdir)).restore()
-  return records, agent_state, search_state
-
-
-def assert_same_outcome(a, b, *, same_log_order=True):
-  """Equal records, agent state and search state; with ``same_log_order=False`` the log
-  may hold the records in another order (children that finish in another order)."""
-  records_a, agent_a, search_a = a
-  records_b, agent_b, search_b = b
-  if not same_log_order:
-    records_a, records_b = without_log_order(records_a), without_log_order(records_b)
-    search_a, search_b = without_log_order(search_a), without_log_order(search_b)
-  assert records_a == records_b
-  assert search_a == search_b
-  assert agent_a.keys() == agent_b.keys()
-  for key, value in agent_a.items():
-    if isinstance(value, np.ndarray):
-      np.testing.assert_array_equal(value, agent_b[key])
-    else:
-      assert value == agent_b[key], key
-
-
-def without_log_order(value):
-  """Records (or a search state) with their log positions dropped, sorted."""
-  if isinstance(value, list):
-    return sorted((without_log_order(record) for record in value), key=json.dumps)
-  value = {k: v for k, v in value.items() if k != 'index'}
-  if 'best' in value:
-    value['best'] = without_log_order(value['best'])
-  return value
-
-
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('uninterrupted')
-  evaluator = CountingEvaluator()
-  search.run_search(resume_config(), str(workdir), evaluator)
-  return outcome(workdir), evaluator.calls
-
-
 @pytest.mark.parametrize('crash_at', [1, 4, 7, 13, 20])  # first call, mid-iteration, ...
-def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterrupted,
+def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterrupted_search,
                                                              crash_at):
-  expected, expected_calls = uninterrupted
+  expected, expected_calls = uninterrupted_search
   crashing = CountingEvaluator(crash_at)
   with pytest.raises(Crash):
     search.run_search(resume_config(), str(tmp_path), crashing)
@@ -107,8 +40,8 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterru
   assert crashing.calls - 1 + resumed.calls == expected_calls
 
 
-def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, uninterrupted):
-  expected, expected_calls = uninterrupted
+def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, uninterrupted_search):
+  expected, expected_calls = uninterrupted_search
   command = [sys.executable, os.path.join(ROOT, 'tests', 'driver.py'), str(tmp_path),
              'local', '0']
   env = {**os.environ, 'PYTHONPATH': ROOT}
@@ -127,8 +60,9 @@ def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, uninterru
   assert trained_before + int(rerun.stdout.split('evaluations: ')[1]) == expected_calls
 
 
-def test_a_torn_last_line_is_cut_off_and_only_its_child_re_evaluated(tmp_path, uninterrupted):
-  expected, expected_calls = uninterrupted
+def test_a_torn_last_line_is_cut_off_and_only_its_child_re_evaluated(tmp_path,
+                                                                      uninterrupted_search):
+  expected, expected_calls = uninterrupted_search
   crashing = CountingEvaluator(crash_at=9)
   with pytest.raises(Crash):
     search.run_search(resume_config(), str(tmp_path), crashing)
@@ -215,7 +149,7 @@ def test_a_workdir_of_another_config_is_refused_unless_allowed(tmp_path):
   assert summary['blocks_sampled'] == 42
 
 
-def test_sigkill_at_any_moment_then_rerun_finishes_the_same(tmp_path, uninterrupted):
+def test_sigkill_at_any_moment_then_rerun_finishes_the_same(tmp_path, uninterrupted_search):
   workdir = tmp_path / 'work'
   command = [sys.executable, os.path.join(ROOT, 'tests', 'driver.py'), str(workdir)]
   env = {**os.environ, 'PYTHONPATH': ROOT}
@@ -231,4 +165,4 @@ def test_sigkill_at_any_moment_then_rerun_finishes_the_same(tmp_path, uninterrup
     process.send_signal(signal.SIGKILL)
     process.wait()
   subprocess.run(command, env=env, check=True, capture_output=True)
-  assert_same_outcome(outcome(workdir), uninterrupted[0])
+  assert_same_outcome(outcome(workdir), uninterrupted_search[0])

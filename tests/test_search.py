@@ -12,7 +12,7 @@ import pytest
 from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import nsc
 from blockqnn_jax import search
-from blockqnn_jax import surrogate
+from blockqnn_jax.analysis import surrogate
 from configs import default
 from tests import strategies
 

@@ -105,17 +105,6 @@ def test_nsc_mutation_changes_type_kernel_and_predecessor():
   assert kinds == {'type', 'kernel', 'pred'}
 
 
-def drive(strategy, reward_fn, iterations):
-  proposed = []
-  for _ in range(iterations):
-    batch = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
-    for arch in batch:
-      strategy.feedback(arch, reward_fn(arch))
-    proposed.extend(batch)
-    strategy.end_iteration()
-  return proposed
-
-
 def count_threes(arch) -> float:
   return 0.1 + 0.8 * arch.count(3) / len(arch)
 
@@ -135,7 +124,7 @@ def test_qlearning_state_on_a_sequence_is_position_and_previous_choice():
 def test_every_strategy_round_trips_on_a_sequence_space(name, tmp_path):
   config = search_config(name, population_size=5, tournament_size=2)
   uninterrupted = agent.make_strategy(config, 4, NB201)
-  drive(uninterrupted, count_threes, 4)
+  agent.drive(uninterrupted, count_threes, iterations=4)
   state = uninterrupted.state_dict()
   arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
   np.savez(tmp_path / 'arrays.npz', **arrays)
@@ -145,7 +134,8 @@ def test_every_strategy_round_trips_on_a_sequence_space(name, tmp_path):
   loaded = dict(np.load(tmp_path / 'arrays.npz'))
   loaded.update(json.loads((tmp_path / 'meta.json').read_text()))
   restored.load_state_dict(loaded)
-  assert drive(restored, count_threes, 6) == drive(uninterrupted, count_threes, 6)
+  assert (agent.drive(restored, count_threes, iterations=6) ==
+          agent.drive(uninterrupted, count_threes, iterations=6))
 
 
 def test_a_state_of_another_space_is_refused():

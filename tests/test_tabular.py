@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
 from blockqnn_jax import agent
-from blockqnn_jax import strategy_comparison
-from blockqnn_jax import tabular
+from blockqnn_jax.analysis import strategy_comparison
+from blockqnn_jax.analysis import tabular
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +192,7 @@ def test_the_experiment_refuses_a_missing_column_in_one_line(tmp_path):
 
 
 def test_on_nasbench201_qlearning_beats_evolution_and_random_search():
-  """The published protocol at 100 cells on CIFAR-10, 500 runs each (README: NAS-Bench-201)."""
+  """The published protocol at 100 cells on CIFAR-10, 500 runs each (docs/reproducing.md)."""
   if not os.path.exists(NASBENCH201):
     pytest.skip(f'NAS-Bench-201 table not prepared at {os.path.normpath(NASBENCH201)}')
   table = tabular.load_table(NASBENCH201, 'ops', 'cifar10_val12', 'cifar10_test200')

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import re
 import shutil
 
@@ -14,19 +13,20 @@ from flax import nnx
 
 from blockqnn_jax import check_config
 from blockqnn_jax import data
-from blockqnn_jax import train
 from blockqnn_jax import train_final
 from blockqnn_jax import workdir as workdir_lib
+from blockqnn_jax.training import inference
+from blockqnn_jax.training import loop
+from blockqnn_jax.training import runners
 from configs import cifar10
 from configs import quickstart
+from tests.common import SMALL
+from tests.common import workdir_files
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
 
-SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
-OTHER = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]'  # concat
-CIFAR_DIR = pathlib.Path(
-    os.environ.get('TFDS_DATA_DIR') or
-    pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
+# SMALL with a concat in place of its add.
+OTHER = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]'
 
 
 def digits_train_config():
@@ -39,20 +39,20 @@ def digits_train_config():
 
 
 def final_params(workdir):
-  model, _ = train_final.load_model(str(workdir))
+  model, _ = inference.load_model(str(workdir))
   return jax.tree.leaves(jax.tree.map(np.asarray, model))
 
 
 def recount_accuracy(workdir, images, labels) -> float:
   """The trained network's accuracy, counted here: batches of 1,000 through a jitted
   forward pass (``predict`` on all 10,000 CIFAR-10 test images at once is slow)."""
-  model, summary = train_final.load_model(str(workdir))
+  model, summary = inference.load_model(str(workdir))
   graph, state = nnx.split(model)
   mean, std = np.float32(summary['mean']), np.float32(summary['std'])
 
   @jax.jit
   def predict(state, batch):
-    logits = nnx.merge(graph, state)(train.preprocess(batch, mean, std, jnp.float32))
+    logits = nnx.merge(graph, state)(data.normalize(batch, mean, std, jnp.float32))
     return jnp.argmax(logits, -1)
 
   predictions = np.concatenate([np.asarray(predict(state, images[i:i + 1000]))
@@ -83,7 +83,7 @@ def test_a_run_killed_mid_epoch_resumes_there_to_the_same_parameters(tmp_path, m
   whole, whole_dir = uninterrupted
   run = mid_epoch_interrupt_then_resume(
       train_final.train_and_evaluate, digits_train_config(), tmp_path, monkeypatch,
-      train_final.InMemoryRunner, crash_after=23 + 9)
+      runners.InMemoryRunner, crash_after=23 + 9)
   steps_per_epoch = run['steps_per_epoch']
   assert steps_per_epoch == 23
   # It died right after a checkpoint taken inside the second epoch ...
@@ -105,7 +105,7 @@ def test_the_trained_model_loads_and_predicts(tmp_path):
   config.train.epochs = 2
   summary = train_final.train_and_evaluate(config, str(tmp_path))
   dataset = data.load_dataset(config)
-  predictions = train_final.predict(str(tmp_path), dataset.test_images)
+  predictions = inference.predict(str(tmp_path), dataset.test_images)
   accuracy = float(np.mean(predictions == dataset.test_labels))
   assert accuracy == pytest.approx(summary['test_accuracy'], abs=1e-6)
   assert (tmp_path / 'final.json').exists()
@@ -125,11 +125,10 @@ def test_a_bad_block_fails_at_start_up(block, message):
     check_config.check_config(config)
 
 
-@pytest.mark.skipif(not (CIFAR_DIR / 'cifar10').exists(),
-                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
-def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypatch,
+                                                              cifar10_data_dir):
   config = cifar10.get_config('smoke')
-  config.data_dir = str(CIFAR_DIR)
+  config.data_dir = str(cifar10_data_dir)
   config.mode = 'train'
   config.block = SMALL
   config.max_train_examples = 512
@@ -147,12 +146,6 @@ def test_train_mode_on_cifar10_resumes_to_the_same_parameters(tmp_path, monkeypa
   assert parts['test_accuracy'] == whole['test_accuracy']
   for a, b in zip(final_params(tmp_path / 'parts'), final_params(tmp_path / 'whole')):
     np.testing.assert_array_equal(a, b)
-
-
-def workdir_files(workdir) -> dict:
-  """Every file under ``workdir`` and its bytes: what a refused start must leave as is."""
-  return {str(path.relative_to(workdir)): path.read_bytes()
-          for path in sorted(workdir.rglob('*')) if path.is_file()}
 
 
 @pytest.mark.parametrize('field, value, change', [
@@ -203,6 +196,10 @@ def test_more_epochs_extend_the_run_and_the_flag_allows_another_config(tmp_path,
   assert train_final.train_and_evaluate(longer, str(workdir), allow_config_change=True)[
       'history'] == extended['history']
   assert json.loads((workdir / 'config.json').read_text())['train.learning_rate'] == 0.05
+  # Another batch size moves every step's place in the run: refused even with the flag.
+  longer.train.batch_size = 32
+  with pytest.raises(workdir_lib.ConfigMismatchError, match='steps per epoch'):
+    train_final.train_and_evaluate(longer, str(workdir), allow_config_change=True)
 
 
 def test_a_checkpoint_is_due_when_process_0_says_so(monkeypatch):
@@ -214,9 +211,9 @@ def test_a_checkpoint_is_due_when_process_0_says_so(monkeypatch):
     own_clock.append(int(value))
     return np.int32(process_0['due'])
 
-  monkeypatch.setattr(train_final.multihost_utils, 'broadcast_one_to_all',
+  monkeypatch.setattr(loop.multihost_utils, 'broadcast_one_to_all',
                       broadcast_one_to_all)
-  not_yet, overdue = (train_final.CheckpointTimer(interval) for interval in (3600, -1))
+  not_yet, overdue = (loop.CheckpointTimer(interval) for interval in (3600, -1))
   assert not_yet.due() and own_clock == [0]
   process_0['due'] = 0
   assert not overdue.due() and own_clock == [0, 1]

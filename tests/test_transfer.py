@@ -1,8 +1,6 @@
 """mode='transfer_imagenet': the ImageNet template on streamed TFDS data."""
 
 import io
-import os
-import pathlib
 import re
 import shutil
 import types
@@ -16,23 +14,21 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from blockqnn_jax import check_config
-from blockqnn_jax import imagenet_input
-from blockqnn_jax import nsc
-from blockqnn_jax import train
-from blockqnn_jax import train_final
+from blockqnn_jax import data as data_lib
+from blockqnn_jax import streaming_input
 from blockqnn_jax import transfer
 from blockqnn_jax import workdir as workdir_lib
+from blockqnn_jax.training import inference
+from blockqnn_jax.training import recipes
+from blockqnn_jax.training import runners
 from configs import cifar10
+from tests.common import SMALL
+from tests.common import workdir_files
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
-from tests.test_train_final import workdir_files
 
-SMALL = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]]'
 MAX_POOL = '[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]'
 AVERAGE_POOL = '[[1, 3, 3, 0, 0], [2, 7, 0, 0, 0]]'  # the same parameters as MAX_POOL
-CIFAR_DIR = pathlib.Path(
-    os.environ.get('TFDS_DATA_DIR') or
-    pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
 
 
 def transfer_config(dataset='imagenet2012'):
@@ -48,19 +44,19 @@ def transfer_config(dataset='imagenet2012'):
 
 
 def final_params(workdir):
-  model, _ = train_final.load_model(str(workdir))
+  model, _ = inference.load_model(str(workdir))
   return [np.asarray(x) for x in jax.tree.leaves(model)]
 
 
 def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
   started_at = []  # the position each run's training iterator started from
-  iterator = imagenet_input.TrainInput.iterator
+  iterator = streaming_input.TrainInput.iterator
 
   def watched_iterator(self, position=0):
     started_at.append(position)
     return iterator(self, position)
 
-  monkeypatch.setattr(imagenet_input.TrainInput, 'iterator', watched_iterator)
+  monkeypatch.setattr(streaming_input.TrainInput, 'iterator', watched_iterator)
   with tfds.testing.mock_data(num_examples=160):
     config = transfer_config()
     check_config.check_config(config)
@@ -69,7 +65,7 @@ def test_imagenet_mock_data_end_to_end_and_resume(tmp_path, monkeypatch):
                                          tmp_path / 'parts', monkeypatch)
     mid = mid_epoch_interrupt_then_resume(
         transfer.transfer_and_evaluate, config, tmp_path / 'mid', monkeypatch,
-        transfer.StreamingRunner, crash_after=4 + 2)
+        runners.StreamingRunner, crash_after=4 + 2)
   assert whole['num_classes'] == 1000 and whole['image_shape'] == [32, 32, 3]
   # config.transfer's recipe, not config.train's: epoch 1 is the warm-up, 4 steps from 0
   # to 0.1 * 32 / 256, and the recipe is recorded.
@@ -136,36 +132,34 @@ def test_a_transfer_rerun_with_another_config_is_refused_and_changes_nothing(
   assert workdir_files(tmp_path / 'work') == before
 
 
-def test_top1_and_top5_count_the_right_images():
+def test_top1_and_top5_count_the_right_images(small_block):
   """Labels chosen by the network's own ranking: known top-1 and top-5 accuracies, over
   two batches, the second padded (its padding must not count)."""
-  mesh = train.make_mesh()
+  mesh = data_lib.make_mesh()
   config = transfer_config()
-  model_config = train_final.final_model_config(config, config.transfer)
+  model_config = recipes.final_model_config(config, config.transfer)
   model_config.template = 'imagenet'
-  model, trainer, _ = train_final.build_trainer(
-      config, config.transfer, nsc.Block.from_json(SMALL), model_config, mesh, None,
-      num_classes=10, channels=3, steps_per_epoch=1)
+  model, trainer, _ = recipes.build_trainer(
+      config, config.transfer, small_block, model_config, mesh, num_classes=10, channels=3,
+      steps_per_epoch=1)
   images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
-  crops = np.stack([imagenet_input.eval_example({'image': image, 'label': 0}, 32)['image']
+  crops = np.stack([streaming_input.eval_example({'image': image, 'label': 0}, 32)['image']
                     for image in images])
   mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
-  logits = np.asarray(model(train.preprocess(jnp.asarray(crops), mean, std, jnp.float32)))
+  logits = np.asarray(model(data_lib.normalize(jnp.asarray(crops), mean, std, jnp.float32)))
   ranking = np.argsort(-logits, axis=-1)
   ranks = np.resize([0, 2, 3, 7, 9], len(images))  # where each label sits in the ranking
   source = [{'image': image, 'label': int(ranking[i, rank])}
             for i, (image, rank) in enumerate(zip(images, ranks))]
-  eval_input = imagenet_input.EvalInput(source, batch_size=32, image_size=32, mesh=mesh,
+  eval_input = streaming_input.EvalInput(source, batch_size=32, image_size=32, mesh=mesh,
                                         workers=0)
   no_training = types.SimpleNamespace(steps_per_epoch=0)
-  runner = transfer.StreamingRunner(trainer, no_training, eval_input, mean, std)
+  runner = runners.StreamingRunner(trainer, no_training, eval_input, mean, std)
   assert runner.evaluate() == {'top1_accuracy': 10 / 50, 'top5_accuracy': 30 / 50}
 
 
-@pytest.mark.skipif(not (CIFAR_DIR / 'cifar10' / '3.0.2').exists(),
-                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
-def test_a_prepared_dataset_given_by_its_directory(tmp_path):
-  config = transfer_config(str(CIFAR_DIR / 'cifar10' / '3.0.2'))
+def test_a_prepared_dataset_given_by_its_directory(tmp_path, cifar10_dir):
+  config = transfer_config(str(cifar10_dir))
   check_config.check_config(config)
   summary = transfer.transfer_and_evaluate(config, str(tmp_path))
   assert summary['num_classes'] == 10 and len(summary['history']) == 2
@@ -195,25 +189,25 @@ def smooth_image(height, width):
 def test_jpeg_and_png_bytes_decode_and_crop():
   image = smooth_image(300, 400)
   png, jpeg = encoded(image, 'PNG'), encoded(image, 'JPEG')
-  assert imagenet_input.image_shape(png) == imagenet_input.image_shape(jpeg) == (300, 400)
-  np.testing.assert_array_equal(imagenet_input.decode(png), image)
-  assert np.abs(imagenet_input.decode(jpeg).astype(int) - image).mean() < 2
+  assert streaming_input.image_shape(png) == streaming_input.image_shape(jpeg) == (300, 400)
+  np.testing.assert_array_equal(streaming_input.decode(png), image)
+  assert np.abs(streaming_input.decode(jpeg).astype(int) - image).mean() < 2
   # A 32x32 crop of a 300x400 JPEG decodes at a reduced scale: about the same pixels.
   box = (100, 200, 150, 150)
-  from_png = imagenet_input.crop_resized(png, box, 32).astype(int)
-  from_jpeg = imagenet_input.crop_resized(jpeg, box, 32).astype(int)
+  from_png = streaming_input.crop_resized(png, box, 32).astype(int)
+  from_jpeg = streaming_input.crop_resized(jpeg, box, 32).astype(int)
   assert from_png.shape == from_jpeg.shape == (32, 32, 3)
   assert np.abs(from_png - from_jpeg).mean() < 3
   grey = encoded(image[..., 0], 'PNG')
-  assert imagenet_input.crop_resized(grey, box, 16).shape == (16, 16, 1)
+  assert streaming_input.crop_resized(grey, box, 16).shape == (16, 16, 1)
 
 
 @pytest.mark.parametrize('height, width', [(300, 400), (40, 500), (500, 40), (7, 9)])
 def test_random_resized_crop_box_respects_its_bounds_and_seed(height, width):
-  boxes = [imagenet_input.random_resized_crop_box(height, width,
+  boxes = [streaming_input.random_resized_crop_box(height, width,
                                                   np.random.default_rng(seed))
            for seed in range(200)]
-  assert boxes == [imagenet_input.random_resized_crop_box(height, width,
+  assert boxes == [streaming_input.random_resized_crop_box(height, width,
                                                           np.random.default_rng(seed))
                    for seed in range(200)]
   assert len(set(boxes)) > 1
@@ -231,26 +225,26 @@ def test_random_resized_crop_box_respects_its_bounds_and_seed(height, width):
 
 def test_random_resized_crop_falls_back_to_the_centre():
   """No 8% crop of a 10 x 1000 image has a ratio within 3/4-4/3: the centre 10 x 13."""
-  box = imagenet_input.random_resized_crop_box(10, 1000, np.random.default_rng(0))
+  box = streaming_input.random_resized_crop_box(10, 1000, np.random.default_rng(0))
   assert box == (0, (1000 - 13) // 2, 10, 13)
 
 
 def test_training_examples_are_crops_of_the_size_and_deterministic():
   record = {'image': encoded(smooth_image(300, 400), 'JPEG'), 'label': 3}
-  first = imagenet_input.train_example(record, np.random.default_rng(1), 64)
-  again = imagenet_input.train_example(record, np.random.default_rng(1), 64)
-  other = imagenet_input.train_example(record, np.random.default_rng(2), 64)
+  first = streaming_input.train_example(record, np.random.default_rng(1), 64)
+  again = streaming_input.train_example(record, np.random.default_rng(1), 64)
+  other = streaming_input.train_example(record, np.random.default_rng(2), 64)
   assert first['image'].shape == (64, 64, 3) and first['label'] == 3
   np.testing.assert_array_equal(first['image'], again['image'])
   assert (first['image'] != other['image']).any()
 
 
 def test_evaluation_crops_the_centre_and_pads_and_masks_the_last_batch():
-  assert imagenet_input.centre_crop_box(256, 320, 224) == (16, 48, 224, 224)
+  assert streaming_input.centre_crop_box(256, 320, 224) == (16, 48, 224, 224)
   source = [{'image': np.full((h, w, 3), i, np.uint8), 'label': i}
             for i, (h, w) in enumerate([(40, 20), (20, 40), (16, 16), (33, 47), (8, 9)])]
-  eval_input = imagenet_input.EvalInput(source, batch_size=4, image_size=16,
-                                        mesh=train.make_mesh(), workers=0)
+  eval_input = streaming_input.EvalInput(source, batch_size=4, image_size=16,
+                                        mesh=data_lib.make_mesh(), workers=0)
   batches = list(eval_input.batches(channels=3))
   assert eval_input.steps == len(batches) == 2
   images, labels, mask = (np.asarray(x) for x in batches[1])
@@ -267,11 +261,11 @@ def test_each_process_feeds_its_own_part_of_every_global_batch(monkeypatch):
   parts = []
   for index in (0, 1):
     monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
-    parts.append([batch.tolist() for batch in imagenet_input.process_batches(dataset, 4)])
+    parts.append([batch.tolist() for batch in streaming_input.process_batches(dataset, 4)])
   assert parts[0] == [[0, 1], [4, 5], [8, 9]]
   assert parts[1] == [[2, 3], [6, 7], [10]]
   with pytest.raises(ValueError, match='batch size 5 must be a multiple of the 2 JAX'):
-    imagenet_input.process_batches(dataset, 5)
+    streaming_input.process_batches(dataset, 5)
 
 
 def test_worker_processes_give_the_batches_of_the_training_process():
@@ -282,8 +276,8 @@ def test_worker_processes_give_the_batches_of_the_training_process():
              'label': i} for i in range(24)]
 
   def batches(workers, position=0):
-    train_input = imagenet_input.TrainInput(
-        source, batch_size=8, image_size=16, epochs=2, seed=5, mesh=train.make_mesh(),
+    train_input = streaming_input.TrainInput(
+        source, batch_size=8, image_size=16, epochs=2, seed=5, mesh=data_lib.make_mesh(),
         workers=workers)
     assert train_input.steps_per_epoch == 3
     iterator = train_input.iterator(position)
@@ -303,3 +297,19 @@ def test_worker_processes_give_the_batches_of_the_training_process():
     for (images, labels), (read_images, read_labels) in zip(expected, read):
       np.testing.assert_array_equal(read_images, images)
       np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_worker_processes_outside_an_absl_app_are_refused_at_construction(monkeypatch):
+  """Grain's workers read absl flags: unparsed (a plain Python caller), workers > 0 is a
+  clear error before any reading, and workers=0 still works."""
+  unparsed = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: False))
+  monkeypatch.setattr(streaming_input, 'flags', unparsed)
+  source = [{'image': np.zeros((8, 8, 3), np.uint8), 'label': 0}] * 8
+  mesh = data_lib.make_mesh()
+  with pytest.raises(RuntimeError, match='workers=2 needs absl flags parsed'):
+    streaming_input.TrainInput(source, batch_size=4, image_size=8, epochs=1, seed=0,
+                               mesh=mesh, workers=2)
+  with pytest.raises(RuntimeError, match='workers=1 needs absl flags parsed'):
+    streaming_input.EvalInput(source, batch_size=4, image_size=8, mesh=mesh, workers=1)
+  assert streaming_input.TrainInput(source, batch_size=4, image_size=8, epochs=1, seed=0,
+                                    mesh=mesh, workers=0).steps_per_epoch == 2

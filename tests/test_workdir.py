@@ -5,7 +5,6 @@ These run real driver processes, as a user or a cluster scheduler would.
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -16,13 +15,15 @@ import pytest
 from blockqnn_jax import results
 from blockqnn_jax import search
 from blockqnn_jax import workdir as workdir_lib
-from tests import test_resume
+from tests import common
+from tests import searches
+from tests.interrupt import Crash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'PYTHONPATH': ROOT}
 
 def start_driver(workdir, executor='local', seconds=0.05):
-  """tests/driver.py: the resume test's search, ``seconds`` per child."""
+  """tests/driver.py: tests/searches.py's search, ``seconds`` per child."""
   return subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'tests', 'driver.py'), str(workdir), executor,
        str(seconds)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -59,10 +60,6 @@ def test_a_second_driver_on_a_busy_workdir_exits_with_one_line(tmp_path):
   assert len({json.loads(line)['index'] for line in lines}) == len(lines)
 
 
-# (Not imported from test_multihost: its driver imports blockqnn_jax.main, whose flags a
-# config file importing this module would then define twice.)
-CIFAR_DIR = pathlib.Path(os.environ.get('TFDS_DATA_DIR') or pathlib.Path(ROOT).parent /
-                         'shared' / 'data' / 'tfds') / 'cifar10' / '3.0.2'
 # Long final trainings, so that the first is still running when the second starts.
 FINAL_TRAININGS = {
     'train': ['--config=configs/quickstart.py', '--config.mode=train',
@@ -70,7 +67,8 @@ FINAL_TRAININGS = {
               '--config.train.repeats=1', '--config.train.batch_size=64',
               '--config.train.epochs=1000'],
     'transfer_imagenet': ['--config=configs/cifar10.py:smoke',
-                          '--config.mode=transfer_imagenet', f'--config.dataset={CIFAR_DIR}',
+                          '--config.mode=transfer_imagenet',
+                          f'--config.dataset={common.CIFAR10_DIR}',
                           '--config.block=[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]',
                           '--config.transfer.image_size=32', '--config.transfer.workers=0',
                           '--config.transfer.batch_size=32', '--config.transfer.epochs=1000'],
@@ -90,9 +88,10 @@ def wait_for_lock(process, workdir, log, timeout=120):
 
 
 @pytest.mark.parametrize('mode', FINAL_TRAININGS)
-def test_a_second_final_training_on_a_busy_workdir_exits_with_one_line(tmp_path, mode):
-  if mode == 'transfer_imagenet' and not CIFAR_DIR.exists():
-    pytest.skip(f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
+def test_a_second_final_training_on_a_busy_workdir_exits_with_one_line(tmp_path, mode,
+                                                                       request):
+  if mode == 'transfer_imagenet':
+    request.getfixturevalue('cifar10_dir')  # skips where CIFAR-10 is not prepared
   workdir = tmp_path / 'work'
   command = [sys.executable, '-m', 'blockqnn_jax.main', *FINAL_TRAININGS[mode],
              f'--workdir={workdir}']
@@ -129,7 +128,7 @@ def test_the_lock_does_not_survive_sigkill(tmp_path):
 
 @pytest.mark.parametrize('executor', ['local', 'ray'])
 def test_sigterm_stops_cleanly_and_a_rerun_loses_nothing(tmp_path, executor,
-                                                         uninterrupted):
+                                                         uninterrupted_search):
   if executor == 'ray':
     pytest.importorskip('ray', reason='Ray is optional: pip install -r requirements-ray.txt')
   workdir = tmp_path / 'work'
@@ -145,17 +144,9 @@ def test_sigterm_stops_cleanly_and_a_rerun_loses_nothing(tmp_path, executor,
   rerun = start_driver(workdir, executor, seconds=0.0)
   _, stderr = rerun.communicate(timeout=300)
   assert rerun.returncode == 0, stderr
-  test_resume.assert_same_outcome(test_resume.outcome(workdir), uninterrupted,
-                                  same_log_order=executor == 'local')
+  searches.assert_same_outcome(searches.outcome(workdir), uninterrupted_search[0],
+                               same_log_order=executor == 'local')
   assert results.read_results(str(workdir))[:len(logged)] == logged  # nothing rewritten
-
-
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('uninterrupted')
-  search.run_search(test_resume.resume_config(), str(workdir),
-                    test_resume.CountingEvaluator())
-  return test_resume.outcome(workdir)
 
 
 def damage_line(path, number):
@@ -165,50 +156,43 @@ def damage_line(path, number):
 
 
 def test_a_damaged_line_after_the_checkpoint_is_named_with_its_remedy(tmp_path):
-  with pytest.raises(test_resume.Crash):  # 6 per iteration: 2 checkpoints cover 12 lines
-    search.run_search(test_resume.resume_config(), str(tmp_path),
-                      test_resume.CountingEvaluator(crash_at=16))
+  with pytest.raises(Crash):  # 6 per iteration: 2 checkpoints cover 12 lines
+    search.run_search(searches.resume_config(), str(tmp_path),
+                      searches.CountingEvaluator(crash_at=16))
   damage_line(tmp_path / 'results.jsonl', 14)
   with pytest.raises(results.DamagedLogError) as error:
-    search.run_search(test_resume.resume_config(), str(tmp_path),
-                      test_resume.CountingEvaluator())
+    search.run_search(searches.resume_config(), str(tmp_path),
+                      searches.CountingEvaluator())
   assert str(error.value) == (
       f'{tmp_path}/results.jsonl line 14 is damaged (not a JSON record): delete that line '
       'and every line after it, then rerun: those children are evaluated again')
   # The remedy works.
   path = tmp_path / 'results.jsonl'
   path.write_text(''.join(path.read_text().splitlines(keepends=True)[:13]))
-  search.run_search(test_resume.resume_config(), str(tmp_path),
-                    test_resume.CountingEvaluator())
+  search.run_search(searches.resume_config(), str(tmp_path),
+                    searches.CountingEvaluator())
   assert len(results.read_results(str(tmp_path))) == 36
 
 
 def test_a_damaged_line_the_checkpoint_covers_asks_for_a_backup(tmp_path):
-  search.run_search(test_resume.resume_config(), str(tmp_path),
-                    test_resume.CountingEvaluator())
+  search.run_search(searches.resume_config(), str(tmp_path),
+                    searches.CountingEvaluator())
   damage_line(tmp_path / 'results.jsonl', 3)
   with pytest.raises(results.DamagedLogError, match=(
       r'results.jsonl line 3 is damaged \(not a JSON record\): restore it from a backup '
       r'\(the checkpoint covers the first 36 lines')):
-    search.run_search(test_resume.resume_config(), str(tmp_path),
-                      test_resume.CountingEvaluator())
-
-
-def digits_resume_config():
-  """resume_config on a dataset every machine has, for the CLI's start-up checks."""
-  config = test_resume.resume_config()
-  config.dataset = 'digits'
-  config.validation_examples = 300
-  return config
+    search.run_search(searches.resume_config(), str(tmp_path),
+                      searches.CountingEvaluator())
 
 
 def test_the_cli_names_a_damaged_line_in_one_line(tmp_path):
-  search.run_search(digits_resume_config(), str(tmp_path), test_resume.CountingEvaluator())
+  search.run_search(searches.digits_resume_config(), str(tmp_path),
+                    searches.CountingEvaluator())
   damage_line(tmp_path / 'results.jsonl', 3)
   # The same config as the search, so that the workdir's config check passes.
   config_file = tmp_path / 'resume_config.py'
-  config_file.write_text('from tests import test_workdir\n\n\ndef get_config():\n'
-                         '  return test_workdir.digits_resume_config()\n')
+  config_file.write_text('from tests import searches\n\n\ndef get_config():\n'
+                         '  return searches.digits_resume_config()\n')
   run = subprocess.run([sys.executable, '-m', 'blockqnn_jax.main', f'--config={config_file}',
                         f'--workdir={tmp_path}'], cwd=ROOT, env=ENV, capture_output=True,
                        text=True, timeout=300)

@@ -1,6 +1,7 @@
-"""The statistics and figure of experiments/q_vs_random.py: accuracy per iteration of
-each strategy's searches, averaged over seeds, and the best distinct architectures found.
-Apart from the script (which defines flags) so that tests import them."""
+"""Searches compared by their results logs: the accuracy per iteration of each strategy's
+searches (mean and top-k), averaged over seeds, the best distinct architectures found, and
+the figure of both strategies against the iteration with the epsilon phases marked
+(``python -m experiments.q_vs_random`` runs the searches and uses these)."""
 
 from __future__ import annotations
 

@@ -35,3 +35,8 @@ def kendall_tau_b(x, y) -> float:
   pair = _pair(x, y)
   return (float('nan') if pair is None else
           float(stats.kendalltau(*pair, variant='b').statistic))
+
+
+def rank_correlations(x, y) -> dict[str, float]:
+  """Both rank correlations of the pair: ``{'spearman': ..., 'kendall': ...}``."""
+  return {'spearman': spearman(x, y), 'kendall': kendall_tau_b(x, y)}

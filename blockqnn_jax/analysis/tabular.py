@@ -7,8 +7,8 @@ architecture a search picks (e.g. the 12-epoch validation accuracy and the 200-e
 accuracy). Rewards in percent (any above 1) are divided by 100, so that a search's reward
 is a fraction as a trained child's accuracy is; reports are kept as they are.
 
-``search_table`` drives a strategy over a table with a budget of distinct architectures:
-cached repeats are free, as they are in ``run_search``.
+``search_table`` drives a strategy over a table (``agent.drive``) with a budget of
+distinct architectures: cached repeats are free, as they are in ``run_search``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from blockqnn_jax import agent
 from blockqnn_jax import search_space
 
 
@@ -113,30 +114,15 @@ def scale_schedule(schedule: Sequence[tuple[float, int]], blocks: int,
 
 def search_table(strategy, table: Table, budget: int,
                  max_proposals: int | None = None) -> list[str]:
-  """Runs ``strategy`` until ``budget`` distinct architectures are evaluated; returns their
-  keys in evaluation order.
-
-  Each iteration proposes ``strategy.blocks_per_iteration`` architectures and feeds their
-  rewards back in order; a repeat is served from the cache and fed again, as ``run_search``
-  does. Past the end of its schedule a strategy continues at its last epsilon. It stops
-  after ``max_proposals`` proposals (default 50 per unit of budget) even short of the
-  budget, so a strategy that only repeats itself still ends.
-  """
-  max_proposals = 50 * budget if max_proposals is None else max_proposals
-  evaluated: dict[str, float] = {}
-  proposals = 0
-  while len(evaluated) < budget and proposals < max_proposals:
-    for _ in range(strategy.blocks_per_iteration):
-      arch = strategy.propose()
-      proposals += 1
-      key = table.space.key(arch)
-      if key not in evaluated:
-        if len(evaluated) == budget:
-          break
-        evaluated[key] = table.reward(arch)
-      strategy.feedback(arch, evaluated[key])
-    strategy.end_iteration()
-  return list(evaluated)
+  """Runs ``strategy`` (on ``table.space``) until ``budget`` distinct architectures are
+  evaluated; returns their keys in evaluation order. Past the end of its schedule a
+  strategy continues at its last epsilon; no iteration starts after ``max_proposals``
+  proposals (default 50 per unit of budget), even short of the budget (``agent.drive``).
+  As in ``run_search``, an iteration's architectures are all proposed before any reward is
+  fed back: with ``blocks_per_iteration`` 1 (the benchmark's default) each is fed before
+  the next is proposed."""
+  samples = agent.drive(strategy, table.reward, budget=budget, max_proposals=max_proposals)
+  return [sample.key for sample in samples if sample.fresh]
 
 
 def best_so_far(table: Table, keys: Sequence[str], budget: int) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""The pieces of experiments/early_stop_correlation.py: which blocks to train, the longer
-recipe, the rank correlations over the (mu, rho) grid, and their figure. Apart from the
-script (which defines flags) so that tests import them."""
+"""Does the early-stop score rank blocks as longer training does? Which blocks to train,
+the longer recipe, the rank correlations of the longer-trained accuracy with the early-stop
+accuracy and with the reward over a (mu, rho) grid, and their figure
+(``python -m experiments.early_stop_correlation`` trains the blocks and uses these)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import ml_collections
 import numpy as np
 
 from blockqnn_jax import agent
-from blockqnn_jax import correlation
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
+from blockqnn_jax.analysis import correlation
 
 
 def sample_blocks(search_config, k: int, seed: int) -> list[nsc.Block]:
@@ -37,10 +38,6 @@ def long_recipe(config, factor: int):
   return long_config
 
 
-def rank_correlations(x, y) -> dict:
-  return {'spearman': correlation.spearman(x, y), 'kendall': correlation.kendall_tau_b(x, y)}
-
-
 def correlations(records: list[dict], mus: list[float], rhos: list[float],
                  filters: int) -> dict:
   """The longer-trained accuracy's rank correlation with the early-stop accuracy, and with
@@ -56,11 +53,11 @@ def correlations(records: list[dict], mus: list[float], rhos: list[float],
       weights = ml_collections.ConfigDict({'flops_weight': mu, 'density_weight': rho})
       rewards = [reward_lib.reward_terms(b, a, weights, filters)['reward']
                  for b, a in zip(blocks, early)]
-      for name, value in rank_correlations(rewards, final).items():
+      for name, value in correlation.rank_correlations(rewards, final).items():
         row[name].append(value)
     for name in grid:
       grid[name].append(row[name])
-  return {'blocks': len(ok), 'early_accuracy': rank_correlations(early, final),
+  return {'blocks': len(ok), 'early_accuracy': correlation.rank_correlations(early, final),
           'mus': list(mus), 'rhos': list(rhos), 'reward': grid}
 
 

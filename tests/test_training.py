@@ -1,8 +1,8 @@
-"""The early-stop trainer: data parallelism, real learning, failures, the real search."""
+"""The training steps and a search child: data parallelism, real learning, failures, the
+real search."""
 
 import json
 import os
-import pathlib
 import pwd
 import subprocess
 import sys
@@ -14,18 +14,15 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from blockqnn_jax import child
 from blockqnn_jax import compilation
+from blockqnn_jax import data as data_lib
 from blockqnn_jax import models
-from blockqnn_jax import nsc
 from blockqnn_jax import search
-from blockqnn_jax import train
+from blockqnn_jax.training import runners
+from blockqnn_jax.training import steps
 from configs import default
 from configs import quickstart
-
-SMALL = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 1, 2], [4, 7, 0, 0, 0]])
-CIFAR_DIR = pathlib.Path(
-    os.environ.get('TFDS_DATA_DIR') or
-    pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
 
 
 def digits_config(**overrides):
@@ -35,16 +32,18 @@ def digits_config(**overrides):
   return config
 
 
-def sgd_step(mesh, config):
-  """One SGD step (lr 1) of the trainer's own compiled step on the epoch's first batch over
-  `mesh`: returns the loss, the gradients, the batch order and the per-device FLOPs."""
-  data = train.device_data(config, mesh)
-  model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+def sgd_step(mesh, config, block):
+  """One SGD step (lr 1) of ``block``'s network, the trainer's own compiled step on the
+  epoch's first batch over `mesh`: returns the loss, the gradients, the batch order and
+  the per-device FLOPs."""
+  data = data_lib.device_data(config, mesh)
+  model = models.build_network(block, config.model, num_classes=data.num_classes,
                                in_channels=1)
-  trainer = train.Trainer(model, optax.sgd(1.0), data, mesh, config.batch_size, np.float32)
+  trainer = steps.Trainer(model, optax.sgd(1.0), mesh, np.float32)
+  runner = runners.InMemoryRunner(trainer, data, config.batch_size)
   rng = jax.random.key(0)
-  order = trainer.epoch_order(rng)
-  compiled = trainer._step.lower(trainer.state, data, order, 0, rng).compile()
+  order = runner.epoch_order(rng)
+  compiled = runner._step.lower(trainer.state, data, order, 0, rng).compile()
   cost = compiled.cost_analysis()
   flops = (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
   before = jax.tree.map(np.asarray, trainer.state['params'])
@@ -53,11 +52,12 @@ def sgd_step(mesh, config):
   return float(loss), grads, order, flops
 
 
-def test_one_and_four_devices_give_the_same_loss_and_gradients():
+def test_one_and_four_devices_give_the_same_loss_and_gradients(small_block):
   assert jax.device_count() == 4, 'conftest.py asks XLA for four CPU devices'
   config = digits_config()
-  loss1, grads1, order1, flops1 = sgd_step(train.make_mesh(jax.devices()[:1]), config)
-  loss4, grads4, order4, flops4 = sgd_step(train.make_mesh(), config)
+  loss1, grads1, order1, flops1 = sgd_step(data_lib.make_mesh(jax.devices()[:1]), config,
+                                           small_block)
+  loss4, grads4, order4, flops4 = sgd_step(data_lib.make_mesh(), config, small_block)
   np.testing.assert_array_equal(order1, order4)
   # The batch is split over the devices, not replicated on each: every step's indices are
   # sharded four ways, and each device computes a quarter of the step (forward and backward).
@@ -71,20 +71,20 @@ def test_one_and_four_devices_give_the_same_loss_and_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_the_device_side_epoch_loop_trains_as_the_host_loop_does():
+def test_the_device_side_epoch_loop_trains_as_the_host_loop_does(small_block):
   """epoch_loop='device' (one lax.scan per epoch) takes the same steps on the same batches
   with the same randomness as the host's loop: the same losses and parameters."""
   config = digits_config(max_train_examples=256, batch_size=64)
-  mesh = train.make_mesh()
-  data = train.device_data(config, mesh)
+  mesh = data_lib.make_mesh()
+  data = data_lib.device_data(config, mesh)
   trained = {}
-  for loop in train.EPOCH_LOOPS:
-    model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+  for loop in runners.EPOCH_LOOPS:
+    model = models.build_network(small_block, config.model, num_classes=data.num_classes,
                                  in_channels=1, seed=0)
-    trainer = train.Trainer(model, optax.adam(1e-2), data, mesh, config.batch_size,
-                            np.float32, epoch_loop=loop)
-    trainer.compile(jax.random.key(0))
-    losses = [trainer.train_epoch(jax.random.key(epoch)) for epoch in range(2)]
+    trainer = steps.Trainer(model, optax.adam(1e-2), mesh, np.float32)
+    runner = runners.InMemoryRunner(trainer, data, config.batch_size, epoch_loop=loop)
+    runner.compile(jax.random.key(0))
+    losses = [runner.train_epoch(jax.random.key(epoch)) for epoch in range(2)]
     trained[loop] = (np.concatenate(losses), jax.tree.map(np.asarray, trainer.state))
   (host_losses, host_state), (device_losses, device_state) = trained.values()
   assert host_losses.shape == (2 * 256 // 64,) and host_losses[-1] < host_losses[0]
@@ -92,61 +92,61 @@ def test_the_device_side_epoch_loop_trains_as_the_host_loop_does():
   for a, b in zip(jax.tree.leaves(host_state), jax.tree.leaves(device_state)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError, match="epoch_loop='scan' is unknown"):
-    train.Trainer(model, optax.adam(1e-2), data, mesh, 64, np.float32, epoch_loop='scan')
+    runners.InMemoryRunner(trainer, data, 64, epoch_loop='scan')
 
 
-def test_a_search_child_runs_the_epoch_loop_its_config_names(monkeypatch):
+def test_a_search_child_runs_the_epoch_loop_its_config_names(monkeypatch, small_block):
   epochs_on_device = []
-  train_epoch = train.Trainer._train_epoch
+  scanned_epoch = runners.InMemoryRunner._scanned_epoch
 
   def watched(self, *args):
     epochs_on_device.append(self.steps_per_epoch)  # traced once, when compiled
-    return train_epoch(self, *args)
+    return scanned_epoch(self, *args)
 
-  monkeypatch.setattr(train.Trainer, '_train_epoch', watched)
+  monkeypatch.setattr(runners.InMemoryRunner, '_scanned_epoch', watched)
   config = digits_config(max_train_examples=256, batch_size=64, epoch_loop='device')
-  assert train.evaluate_block(SMALL, config)['status'] == 'ok'
+  assert child.evaluate_block(small_block, config)['status'] == 'ok'
   assert epochs_on_device == [4]
-  assert train.evaluate_block(SMALL, digits_config(max_train_examples=256,
-                                                   batch_size=64))['status'] == 'ok'
+  assert child.evaluate_block(small_block, digits_config(max_train_examples=256,
+                                                         batch_size=64))['status'] == 'ok'
   assert epochs_on_device == [4]  # the default, 'host', never builds the scan
 
 
-def test_evaluate_block_reports_scores_costs_and_times():
-  result = train.evaluate_block(SMALL, digits_config())
+def test_evaluate_block_reports_scores_costs_and_times(small_block):
+  result = child.evaluate_block(small_block, digits_config())
   assert result['status'] == 'ok', result
-  for key in ('accuracy', 'reward', 'flops_term', 'density_term', 'flops', 'params',
-              'density', 'train_seconds', 'compile_seconds'):
+  for key in ('accuracy', 'flops', 'params', 'train_seconds', 'compile_seconds'):
     assert key in result
   assert result['accuracy'] > 0.3  # ten digit classes: chance is 0.1
   assert result['epochs'] == 2
-  assert result['reward'] == pytest.approx(
-      result['accuracy'] - result['flops_term'] - result['density_term'])
+  assert 'reward' not in result  # the search computes it, once (test_search.py)
 
 
-def test_validation_accuracy_divides_by_the_real_images_not_the_padded_batches():
+def test_validation_accuracy_divides_by_the_real_images_not_the_padded_batches(small_block):
   """300 validation digits in batches of 64: the last batch is 20 padding images. A head
   that always answers 3, and labels 3 on 250 of them, give exactly 250 / 300 (dividing by
   the 320 padded slots would give 0.78)."""
   config = digits_config()
-  mesh = train.make_mesh()
-  data = train.device_data(config, mesh)
+  mesh = data_lib.make_mesh()
+  data = data_lib.device_data(config, mesh)
   assert len(data.eval_labels) == 320 and int(data.eval_mask.sum()) == 300
-  model = models.build_network(SMALL, config.model, num_classes=data.num_classes,
+  model = models.build_network(small_block, config.model, num_classes=data.num_classes,
                                in_channels=1)
   model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
   model.head.bias[...] = 10.0 * jax.nn.one_hot(3, data.num_classes)
   labels = np.where(np.arange(320) < 250, 3, 4).astype(np.int32)
   data = data.replace(eval_labels=jax.device_put(labels, data.eval_labels.sharding))
-  trainer = train.Trainer(model, optax.sgd(0.0), data, mesh, config.batch_size, np.float32)
-  assert trainer.accuracy() == pytest.approx(250 / 300)
+  trainer = steps.Trainer(model, optax.sgd(0.0), mesh, np.float32)
+  runner = runners.InMemoryRunner(trainer, data, config.batch_size)
+  assert runner.accuracy() == pytest.approx(250 / 300)
+  assert runner.evaluate() == {'validation_accuracy': pytest.approx(250 / 300)}
 
 
-def test_children_compile_into_the_test_sessions_cache_not_the_users():
+def test_children_compile_into_the_test_sessions_cache_not_the_users(small_block):
   """conftest.py points HOME at a temporary directory: the default cache directory, in
   this process and in a subprocess, is not under the user's home."""
   user_home = pwd.getpwuid(os.getuid()).pw_dir
-  assert train.evaluate_block(SMALL, digits_config(max_train_examples=64))['status'] == 'ok'
+  assert child.evaluate_block(small_block, digits_config(max_train_examples=64))['status'] == 'ok'
   assert compilation._configured_dir and os.listdir(compilation._configured_dir)
   expand = f'import os; print(os.path.expanduser({digits_config().compilation_cache_dir!r}))'
   in_subprocess = subprocess.run([sys.executable, '-c', expand], capture_output=True,
@@ -155,7 +155,7 @@ def test_children_compile_into_the_test_sessions_cache_not_the_users():
     assert cache.endswith('jax_cache') and not cache.startswith(user_home + os.sep), cache
 
 
-def test_patience_stops_a_child_that_no_longer_improves(monkeypatch):
+def test_patience_stops_a_child_that_no_longer_improves(monkeypatch, small_block):
   # The validation accuracy after each epoch, scripted: the best so far is 0.6 (epoch 4);
   # epochs 5 and 6 do not beat it, though 6 beats 5, so patience 2 stops after epoch 6.
   script = [0.3, 0.5, 0.4, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9]
@@ -165,32 +165,32 @@ def test_patience_stops_a_child_that_no_longer_improves(monkeypatch):
     calls.append(script[len(calls)])
     return calls[-1]
 
-  monkeypatch.setattr(train.Trainer, 'accuracy', scripted_accuracy)
+  monkeypatch.setattr(runners.InMemoryRunner, 'accuracy', scripted_accuracy)
   config = digits_config(max_train_examples=256)
   config.early_stop.epochs = 9
   config.early_stop.patience = 2
-  result = train.evaluate_block(SMALL, config)
+  result = child.evaluate_block(small_block, config)
   assert result['status'] == 'ok', result
   assert result['epochs'] == 6
   assert result['accuracy'] == 0.58  # the last epoch's, measured once
   assert len(calls) == 6
 
 
-def test_a_diverging_child_is_reported_failed_not_raised():
+def test_a_diverging_child_is_reported_failed_not_raised(small_block):
   config = digits_config()
   config.early_stop.learning_rate = 1e30
-  result = train.evaluate_block(SMALL, config)
+  result = child.evaluate_block(small_block, config)
   assert result['status'] == 'failed'
   assert 'loss became' in result['reason']
   assert result['accuracy'] == 0.0
 
 
-def test_an_error_inside_a_child_is_reported_failed(monkeypatch):
+def test_an_error_inside_a_child_is_reported_failed(monkeypatch, small_block):
   def broken(*args, **kwargs):
     raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate')
 
-  monkeypatch.setattr(train.Trainer, 'compile', broken)
-  result = train.evaluate_block(SMALL, digits_config())
+  monkeypatch.setattr(runners.InMemoryRunner, 'compile', broken)
+  result = child.evaluate_block(small_block, digits_config())
   assert result['status'] == 'failed' and result['reason'].startswith('out of memory')
 
 
@@ -206,20 +206,18 @@ def test_run_search_trains_for_real_without_an_evaluate_fn(tmp_path):
   assert all(r['status'] == 'ok' and r['train_seconds'] > 0 for r in records)
 
 
-@pytest.mark.skipif(not (CIFAR_DIR / 'cifar10').exists(),
-                    reason=f'CIFAR-10 is not prepared at {CIFAR_DIR} (see ../shared/data)')
-def test_a_small_block_learns_cifar10():
+def test_a_small_block_learns_cifar10(cifar10_data_dir, small_block):
   """Budget: 8 filters, N = 1, 4 epochs over 5,000 training images, 1,000 validation.
 
   On one CPU device this reached 0.416 (2 epochs: 0.313)."""
   config = default.get_config()
-  config.data_dir = str(CIFAR_DIR)
+  config.data_dir = str(cifar10_data_dir)
   config.max_train_examples = 5000
   config.validation_examples = 1000
   config.batch_size = 128
   config.early_stop.epochs = 4
   config.model.filters = 8
   config.model.repeats = 1
-  result = train.evaluate_block(SMALL, config)
+  result = child.evaluate_block(small_block, config)
   assert result['status'] == 'ok', result
   assert result['accuracy'] > 0.3, result  # chance is 0.1

@@ -18,15 +18,12 @@ def synthetic_accuracy(block: nsc.Block) -> float:
 
 def search_rewards(config, seed: int) -> list[tuple[float, float]]:
   """(epsilon, reward) of every block of a search on this landscape: the agent driven
-  as ``run_search`` drives it, without logs or checkpoints (thousands of blocks/second)."""
-  strategy = agent.make_strategy(config.search, seed)
-  samples = []
-  while not strategy.finished:
-    epsilon = strategy.epsilon
-    for block in [strategy.propose() for _ in range(strategy.blocks_per_iteration)]:
-      terms = reward.reward_terms(block, synthetic_accuracy(block), config.reward,
-                                  config.model.filters)
-      strategy.feedback(block, terms['reward'])
-      samples.append((epsilon, terms['reward']))
-    strategy.end_iteration()
-  return samples
+  as ``run_search`` drives it (``agent.drive``), without logs or checkpoints (thousands of
+  blocks/second)."""
+
+  def score(block: nsc.Block) -> float:
+    return reward.reward_terms(block, synthetic_accuracy(block), config.reward,
+                               config.model.filters)['reward']
+
+  samples = agent.drive(agent.make_strategy(config.search, seed), score)
+  return [(sample.epsilon, sample.reward) for sample in samples]

@@ -1,20 +1,23 @@
-"""The pieces of the paper-reproduction experiments, on hand-made data (no training), and
-their figures drawn headless."""
+"""blockqnn_jax.analysis: the statistics and figures of the paper-reproduction experiments
+on hand-made data (no training, figures drawn headless), the reference blocks and the
+hardware line of the benchmarks; and the input pipeline benchmark's command."""
 
-import os
 import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
 
 from blockqnn_jax import nsc
+from blockqnn_jax.analysis import benchmarking
+from blockqnn_jax.analysis import rank_agreement
+from blockqnn_jax.analysis import reference_blocks
+from blockqnn_jax.analysis import search_curves
 from configs import default
 from configs import quickstart
-from experiments import rank_agreement
-from experiments import search_curves
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_DIR = ROOT.parent / 'shared' / 'data' / 'tfds' / 'cifar10' / '3.0.2'  # bench_pipeline's
@@ -139,6 +142,21 @@ def test_sampled_blocks_are_distinct_and_seeded():
     rank_agreement.sample_blocks(search_config, 11, seed=0)
 
 
+def test_the_reference_blocks_load_by_name(tmp_path):
+  blocks = reference_blocks.load()
+  assert {name: len(block) for name, block in blocks.items()} == {
+      'small': 3, 'medium': 8, 'deep': 23}
+  (tmp_path / 'one.json').write_text('{"conv": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]}')
+  assert reference_blocks.load(tmp_path / 'one.json') == {
+      'conv': nsc.Block((nsc.Layer(1, nsc.CONV, 3, 0, 0),))}
+
+
+def test_the_hardware_line_names_devices_cpu_and_jax():
+  line = benchmarking.hardware()
+  device = jax.devices()[0]
+  assert line.startswith(f'{jax.device_count()} x {device.device_kind} ({device.platform}), ')
+  assert benchmarking.cpu() in line and line.endswith(f'jax {jax.__version__}')
+
 
 @pytest.mark.skipif(not CIFAR10_DIR.is_dir(),
                     reason=f'CIFAR-10 (for the mock JPEGs) is not prepared at {CIFAR10_DIR}')
@@ -146,10 +164,9 @@ def test_the_pipeline_benchmark_ends_quietly():
   """Grain's worker processes hand batches over in shared memory: closing the iterator
   frees all of it, so the run ends without the resource tracker's leak warning."""
   run = subprocess.run(
-      [sys.executable, 'experiments/bench_pipeline.py', '--dataset=jpeg_mock',
+      [sys.executable, '-m', 'experiments.bench_pipeline', '--dataset=jpeg_mock',
        '--mock_images=32', '--image_size=32', '--batch_size=16', '--batches=3',
        '--workers=2'],
-      cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, capture_output=True,
-      text=True, timeout=300, check=True)
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
   assert '"images_per_second"' in run.stdout.splitlines()[-1]
   assert 'leaked' not in run.stderr, run.stderr

@@ -1,18 +1,19 @@
-"""The ImageNet-style input pipeline of ``mode=transfer_imagenet``, built on Grain.
+"""A Grain input pipeline that streams any TFDS image-classification dataset from disk,
+decoding and augmenting in worker processes (``mode=transfer_imagenet``'s input).
 
 Records are read from TFDS array_record data sources with image decoding skipped, so the
 encoded bytes reach our decoder: JPEGs decode with simplejpeg (libjpeg-turbo) at the
 smallest DCT scale that still leaves the crop at least ``image_size`` pixels, other
-formats (PNG) with Pillow, resizing is OpenCV's (README, Performance: the measurements
+formats (PNG) with Pillow, resizing is OpenCV's (docs/performance.md: the measurements
 behind these choices). Decoding and augmentation run in ``workers`` Grain processes.
 
 Training: Inception-style random-resized crop and horizontal flip, random per (seed,
 epoch, index) so runs are reproducible; every batch is a pure function of its position in
-the run, so the position the training checkpoint holds (epoch and step) restores the
-iterator, and a resumed run reads exactly the batches an uninterrupted one would.
+the run, so the position the training checkpoint holds (the train state's step) restores
+the iterator, and a resumed run reads exactly the batches an uninterrupted one would.
 Evaluation: the shorter side resized to ``image_size / 0.875``, then the centre crop.
-Each JAX process reads its own part of every batch; batches are assembled into global arrays sharded
-over the mesh's 'data' axis and put on the devices a couple of steps ahead.
+Each JAX process reads its own part of every batch; batches are assembled into global
+arrays sharded over the mesh's 'data' axis and put on the devices a couple of steps ahead.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def open_dataset(config) -> tuple[dict, int]:
   except Exception as error:  # pylint: disable=broad-except  (TFDS raises several kinds)
     raise data_lib.DatasetNotFoundError(
         f'{config.dataset}: cannot read its train/{eval_split} splits ({error}); prepare '
-        'it with TFDS (see the README) or give the directory of a prepared copy') from None
+        'it with TFDS (docs/training.md) or give the directory of a prepared copy') from None
   return sources, features['label'].num_classes
 
 
@@ -205,6 +206,16 @@ def _local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // jax.process_count()
 
 
+def _check_workers(workers: int) -> None:
+  """Grain's worker processes read their settings from absl flags, which only an absl
+  app (``blockqnn_jax.main``) parses: refused at construction, before any work."""
+  if workers and not flags.FLAGS.is_parsed():
+    raise RuntimeError(
+        f'workers={workers} needs absl flags parsed (Grain reads its settings from them): '
+        'run inside absl.app.run (as blockqnn_jax.main does), call '
+        'absl.flags.FLAGS.mark_as_parsed() first, or use workers=0')
+
+
 def _in_workers(dataset: grain.MapDataset, workers: int) -> grain.IterDataset:
   """``dataset``'s elements computed in ``workers`` processes (0 = this process), each
   with one reading thread (a worker is a core; more threads would contend for it) and two
@@ -212,8 +223,6 @@ def _in_workers(dataset: grain.MapDataset, workers: int) -> grain.IterDataset:
   iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                        prefetch_buffer_size=2))
   if workers:
-    if not flags.FLAGS.is_parsed():  # outside an absl app (tests): Grain's flag defaults
-      flags.FLAGS.mark_as_parsed()
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iterable
 
@@ -229,6 +238,7 @@ class TrainInput:
 
   def __init__(self, source, *, batch_size: int, image_size: int, epochs: int, seed: int,
                mesh, workers: int, limit: int = 0):
+    _check_workers(workers)
     records = first_records(source, limit)
     self.count = len(records)
     self.steps_per_epoch = self.count // batch_size
@@ -294,6 +304,7 @@ class EvalInput:
 
   def __init__(self, source, *, batch_size: int, image_size: int, mesh, workers: int,
                limit: int = 0):
+    _check_workers(workers)
     self.local_batch = _local_batch_size(batch_size)
     self.records = first_records(source, limit)
     self.batch_size, self.image_size, self.workers = batch_size, image_size, workers
@@ -321,12 +332,9 @@ class EvalInput:
       _close(iterator)
 
 
-def channel_statistics(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and std (0-255 scale) of the evaluation crops of the split's first
-  ``STATISTICS_IMAGES`` images (TFDS stores records shuffled)."""
+def crop_statistics(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std (0-255 scale, ``data.channel_statistics``) of the evaluation
+  crops of the split's first ``STATISTICS_IMAGES`` images (TFDS stores records shuffled)."""
   count = min(len(source), STATISTICS_IMAGES)
-  images = np.stack([eval_example(source[i], image_size)['image'] for i in range(count)])
-  images = images.astype(np.float64)
-  axes = tuple(range(images.ndim - 1))
-  return (images.mean(axes).astype(np.float32),
-          np.maximum(images.std(axes), 1.0).astype(np.float32))
+  return data_lib.channel_statistics(
+      np.stack([eval_example(source[i], image_size)['image'] for i in range(count)]))

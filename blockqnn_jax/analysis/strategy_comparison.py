@@ -1,5 +1,6 @@
 """Search strategies compared on a tabular benchmark: many seeded runs per strategy and
-budget, the best-so-far curves and their figure (``experiments/benchmark_strategies.py``).
+budget, the best-so-far curves and their figure
+(``python -m experiments.benchmark_strategies`` runs them on a table).
 
 Every run uses the project's own strategy objects (``agent.make_strategy``) driven by
 ``tabular.search_table``. A run keeps the configured search in its proportions: the
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from blockqnn_jax import agent
-from blockqnn_jax import tabular
+from blockqnn_jax.analysis import tabular
 
 # 'qlearning' runs the config as given; 'qlearning_paper' with agent.PAPER_QLEARNING.
 STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution')
