@@ -31,6 +31,13 @@ START = nsc.Layer(0, 0, 0, 0, 0)
 SEQUENCE_START = (0, -1)  # position 0, no previous choice
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_hash(block: nsc.Block) -> str:
+  """The block's canonical hash, remembered: a search proposes the same blocks again and
+  again once it exploits, and canonicalising costs more than sampling a block."""
+  return block.canonical_hash()
+
+
 @dataclasses.dataclass(frozen=True)
 class ActionSet:
   """The legal actions at a state, grouped (by layer type) for type-first exploration."""
@@ -107,7 +114,7 @@ class NSCSpace:
     return trajectory(block)
 
   def key(self, block: nsc.Block) -> str:
-    return block.canonical_hash()
+    return _canonical_hash(block)
 
   def to_codes(self, block: nsc.Block) -> list[list[int]]:
     return block.to_codes()
@@ -158,7 +165,7 @@ class NSCSpace:
         new = layer._replace(**{field: others[rng.integers(len(others))]})
       layers = block.layers[:position] + (new,) + block.layers[position + 1:]
       child = nsc.Block.from_codes(nsc.Block(layers).to_codes(), self.max_layers)
-      if child.canonical_hash() != block.canonical_hash():
+      if self.key(child) != self.key(block):
         return child
     raise RuntimeError(f'no mutation of {block.to_codes()} changed its architecture')
 
