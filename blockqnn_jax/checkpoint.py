@@ -47,25 +47,19 @@ class TrainingCheckpointer:
     self.manager.wait_until_finished()
 
   def latest_meta(self) -> dict | None:
-    """The latest checkpoint's meta item alone (cheap: no arrays read); None if there is
-    no checkpoint."""
+    """The latest checkpoint's meta item (no arrays read); None if there is none."""
     step = self.manager.latest_step()
     if step is None:
       return None
     return self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta']
 
-  def restore(self, template) -> tuple | None:
-    """The latest ``(state, meta)``, the state restored into ``template``'s shapes, dtypes
-    and shardings; None if there is no checkpoint."""
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    restored = self.manager.restore(step, args=ocp.args.Composite(
+  def latest_state(self, template):
+    """The latest checkpoint's train state, restored into ``template``'s shapes, dtypes
+    and shardings (the caller has checked there is one, with ``latest_meta``)."""
+    return self.manager.restore(self.manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                                    template)),
-        meta=ocp.args.JsonRestore()))
-    return restored['state'], restored['meta']
+                                                    template))))['state']
 
   def close(self) -> None:
     self.manager.close()

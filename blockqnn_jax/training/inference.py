@@ -34,7 +34,7 @@ def load_model(workdir: str) -> tuple[nnx.Module, dict]:
   tx = recipes.sgd_optimizer(recipe, recipes.learning_rate_schedule(recipe, 1))
   trainer = steps.Trainer(model, tx, data_lib.make_mesh(), dtype)  # the state's template
   checkpointer = checkpoint.TrainingCheckpointer(workdir)
-  state, _ = checkpointer.restore(trainer.state)
+  state = checkpointer.latest_state(trainer.state)
   checkpointer.close()
   model = nnx.merge(trainer.eval_graph, state['params'], state['batch_stats'])
   model.eval()

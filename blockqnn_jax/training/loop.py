@@ -55,16 +55,16 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   returns the per-epoch history (loss, learning rate, evaluation metrics)."""
   trainer, steps_per_epoch = runner.trainer, runner.steps_per_epoch
   checkpointer = checkpoint.TrainingCheckpointer(workdir)
-  _check_resumable(checkpointer.latest_meta(), steps_per_epoch, workdir)
+  meta = checkpointer.latest_meta()
   history, epoch_losses = [], []
-  restored = checkpointer.restore(trainer.state)
-  if restored:
-    trainer.state, meta = restored
+  if meta is not None:
+    _check_resumable(meta, steps_per_epoch, workdir)
+    trainer.state = checkpointer.latest_state(trainer.state)
     history = meta['history']
     # The steps of this epoch before a mid-epoch save, so the epoch's mean loss is whole.
     epoch_losses = [np.float32(x) for x in meta['epoch_losses']]
   epoch, step = divmod(int(trainer.state['step']), steps_per_epoch)
-  if restored:
+  if meta is not None:
     logging.info('resuming from epoch %d, step %d', epoch + 1, step)
 
   def save(epoch, step, losses):
@@ -109,12 +109,10 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   return history
 
 
-def _check_resumable(meta: dict | None, steps_per_epoch: int, workdir: str) -> None:
+def _check_resumable(meta: dict, steps_per_epoch: int, workdir: str) -> None:
   """The train state's step is the run's position only at the epoch length it was saved
   with: a checkpoint of another length (a batch size or a training set changed with
   --allow_config_change), or of a version that did not record it, is refused."""
-  if meta is None:
-    return
   saved = meta.get('steps_per_epoch')
   if saved is None:
     raise workdir_lib.ConfigMismatchError(
