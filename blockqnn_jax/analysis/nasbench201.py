@@ -115,7 +115,11 @@ def read_table(path: str) -> dict[str, np.ndarray]:
   """The CSV's columns by name: ``ops`` and ``arch`` as the strings written (never parsed
   as numbers, which would drop the leading zeros), every other column as float64."""
   with open(path, newline='') as f:
-    rows = list(csv.reader(f))
+    return _columns(path, list(csv.reader(f)))
+
+
+def _columns(path: str, rows: list[list[str]]) -> dict[str, np.ndarray]:
+  """``read_table`` of the CSV's rows, header first."""
   if len(rows) < 2:
     raise ValueError(f'{path}: no rows under the header')
   header, rows = rows[0], rows[1:]
@@ -144,11 +148,11 @@ def add_reward_columns(source: str, path: str, datasets: list[str], mu: float, r
                        score: str = 'val12') -> None:
   """Copies the CSV row by row (every value as written: ``ops`` keeps its leading zeros),
   adding ``{ds}_redefined12``: the reward of ``{ds}_{score}``, in percent."""
-  table = read_table(source)
-  added = {f'{ds}_redefined12': 100 * redefined_reward(
-      column(table, f'{ds}_{score}') / 100, table['ops'], mu, rho) for ds in datasets}
   with open(source, newline='') as f:
     rows = list(csv.reader(f))
+  table = _columns(source, rows)
+  added = {f'{ds}_redefined12': 100 * redefined_reward(
+      column(table, f'{ds}_{score}') / 100, table['ops'], mu, rho) for ds in datasets}
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f, lineterminator='\n')
     writer.writerow(rows[0] + list(added))
