@@ -78,3 +78,16 @@ def mid_epoch_interrupt_then_resume(run, config, workdir, monkeypatch, runner_cl
     monkeypatch.setattr(runner_class, 'start_epoch', start_epoch)
     monkeypatch.setattr(runner_class, 'step', step)
   return out
+
+
+def started_epochs(monkeypatch, runner_class) -> list[int]:
+  """The epochs ``runner_class.start_epoch`` is called for from now on (a list that fills
+  as the run goes): what a resumed or extended run trains again."""
+  started, start_epoch = [], runner_class.start_epoch
+
+  def watched(self, epoch, rng, start_step):
+    started.append(epoch)
+    return start_epoch(self, epoch, rng, start_step)
+
+  monkeypatch.setattr(runner_class, 'start_epoch', watched)
+  return started

@@ -8,6 +8,7 @@ from blockqnn_jax import search
 from blockqnn_jax import search_space
 from blockqnn_jax.analysis import surrogate
 from configs import default
+from tests import searches
 
 SPACE = search_space.SequenceSpace([5] * 6)
 
@@ -30,7 +31,8 @@ def test_the_first_population_is_random_then_children_are_mutants():
   strategy = evolution(population_size=20)
   first = [strategy.propose() for _ in range(20)]
   assert strategy.epsilon == 0.0
-  # Twenty uniform draws from 15,625 cells: pairwise one-choice neighbours are rare.
+  # Twenty uniform draws from 15,625 cells: distinct, and one-choice neighbours are rare.
+  assert len(set(first)) == 20
   assert sum(differs_in_one(a, b) for a in first for b in first) < 10
   for arch in first:
     strategy.feedback(arch, 0.5)
@@ -97,7 +99,6 @@ def test_evolution_resumes_exactly_in_run_search(tmp_path):
   config.search.epsilon_schedule = ((1.0, 6),)
   split = search.run_search(config, str(tmp_path / 'split'), surrogate.synthetic_accuracy,
                             allow_config_change=True)
-  lines = lambda d: [l.split('"index"')[0] for l in (tmp_path / d / 'results.jsonl')
-                     .read_text().splitlines()]
-  assert lines('whole') == lines('split')
+  searches.assert_same_outcome(searches.outcome(tmp_path / 'split'),
+                               searches.outcome(tmp_path / 'whole'))
   assert split['best_codes'] == whole['best_codes']

@@ -12,6 +12,8 @@ from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import search_space
 from configs import default
+from tests import searches
+from tests.interrupt import Crash
 from tests import strategies
 
 NB201 = search_space.SequenceSpace([5] * 6)
@@ -167,6 +169,28 @@ def test_run_search_on_a_sequence_space_logs_and_resumes(tmp_path):
   # A finished search resumed evaluates nothing more.
   again = search.run_search(config, str(tmp_path), evaluate, space=NB201)
   assert again['blocks_sampled'] == 20 and len(evaluated) == summary['blocks_evaluated']
+
+
+def test_a_sequence_space_search_killed_mid_run_resumes_to_the_same_end(tmp_path):
+  """The Q-table's states hold a negative choice (the start, (0, -1)): the checkpoint must
+  bring them back as saved for the resumed search to end as an uninterrupted one."""
+  config = default.get_config()
+  config.search.epsilon_schedule = ((1.0, 2), (0.3, 3))
+  config.search.blocks_per_iteration = 5
+  search.run_search(config, str(tmp_path / 'whole'), count_threes, space=NB201)
+  calls = []
+
+  def crash_at_the_14th_call(arch):
+    calls.append(arch)
+    if len(calls) == 14:
+      raise Crash()
+    return count_threes(arch)
+
+  with pytest.raises(Crash):
+    search.run_search(config, str(tmp_path / 'split'), crash_at_the_14th_call, space=NB201)
+  search.run_search(config, str(tmp_path / 'split'), count_threes, space=NB201)
+  searches.assert_same_outcome(searches.outcome(tmp_path / 'split'),
+                               searches.outcome(tmp_path / 'whole'))
 
 
 def test_run_search_on_another_space_needs_an_evaluate_fn(tmp_path):

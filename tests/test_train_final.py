@@ -24,6 +24,7 @@ from tests.common import SMALL
 from tests.common import workdir_files
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
+from tests.interrupt import started_epochs
 
 # SMALL with a concat in place of its add.
 OTHER = '[[1, 1, 3, 0, 0], [2, 1, 3, 1, 0], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]'
@@ -170,9 +171,10 @@ def test_a_rerun_with_another_config_is_refused_and_changes_nothing(
   assert workdir_files(workdir) == before
 
 
-def test_more_epochs_extend_the_run_and_the_flag_allows_another_config(tmp_path,
-                                                                       uninterrupted):
+def test_more_epochs_extend_the_run_and_the_flag_allows_another_config(
+    tmp_path, uninterrupted, monkeypatch):
   whole, whole_dir = uninterrupted
+  started = started_epochs(monkeypatch, runners.InMemoryRunner)
   workdir = tmp_path / 'work'
   shutil.copytree(whole_dir, workdir)
   # The same block from a file, with more epochs, another checkpoint interval and another
@@ -184,6 +186,7 @@ def test_more_epochs_extend_the_run_and_the_flag_allows_another_config(tmp_path,
   longer.train.update(epochs=4, checkpoint_every_seconds=60)
   longer.transfer.update(workers=7, epochs=5)
   extended = train_final.train_and_evaluate(longer, str(workdir))
+  assert started == [3]  # the fourth epoch alone is trained
   assert extended['history'][:3] == whole['history']
   assert [h['epoch'] for h in extended['history']] == [1, 2, 3, 4]
   recorded = json.loads((workdir / 'config.json').read_text())
@@ -217,3 +220,8 @@ def test_a_checkpoint_is_due_when_process_0_says_so(monkeypatch):
   assert not_yet.due() and own_clock == [0]
   process_0['due'] = 0
   assert not overdue.due() and own_clock == [0, 1]
+  # Asked every 10 steps only: between them no broadcast, so no step waits for the host.
+  process_0['due'] = 1
+  every_10 = loop.CheckpointTimer(-1, check_every=10)
+  assert [every_10.due(step) for step in range(1, 21)] == ([False] * 9 + [True]) * 2
+  assert own_clock == [0, 1, 1, 1]

@@ -26,6 +26,7 @@ from tests.common import SMALL
 from tests.common import workdir_files
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
+from tests.interrupt import started_epochs
 
 MAX_POOL = '[[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]'
 AVERAGE_POOL = '[[1, 3, 3, 0, 0], [2, 7, 0, 0, 0]]'  # the same parameters as MAX_POOL
@@ -98,14 +99,16 @@ def one_epoch(tmp_path_factory):
     return config, transfer.transfer_and_evaluate(config, str(workdir)), workdir
 
 
-def test_more_epochs_extend_a_transfer(tmp_path, one_epoch):
+def test_more_epochs_extend_a_transfer(tmp_path, one_epoch, monkeypatch):
   config, first, workdir = one_epoch
+  started = started_epochs(monkeypatch, runners.StreamingRunner)
   shutil.copytree(workdir, tmp_path / 'work')
   longer = config.copy_and_resolve_references()
   longer.transfer.update(epochs=2, workers=0, checkpoint_every_seconds=60)
   longer.train.epochs = 7  # the other mode's recipe
   with tfds.testing.mock_data(num_examples=160):
     extended = transfer.transfer_and_evaluate(longer, str(tmp_path / 'work'))
+  assert started == [1]  # the second epoch alone is trained
   assert extended['history'][:1] == first['history']
   assert [h['epoch'] for h in extended['history']] == [1, 2]
 
