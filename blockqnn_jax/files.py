@@ -1,4 +1,4 @@
-"""Small file helpers every layer shares: block files and atomic JSON writes.
+"""Small file helpers every layer shares: block files and atomic writes.
 
 Here rather than in the search loop, so that training, transfer and drawing can read a
 block without importing the search.
@@ -6,6 +6,7 @@ block without importing the search.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -14,14 +15,29 @@ from blockqnn_jax import nsc
 BEST_FILE = 'best_block.json'
 
 
+@contextlib.contextmanager
+def open_atomic(path: str, newline: str | None = None):
+  """A text file to write ``path`` through: written as ``path.tmp``, synced and renamed
+  over ``path`` once complete, so a reader, or a rerun after a kill, finds the old file or
+  the whole new one, never part of it. An error while writing removes the temporary file
+  and leaves ``path`` as it was."""
+  tmp = f'{path}.tmp'
+  try:
+    with open(tmp, 'w', newline=newline) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+  os.replace(tmp, path)
+
+
 def write_json_atomic(path: str, obj) -> None:
   """Writes via a temporary file and rename, so a reader never sees half a file."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
+  with open_atomic(path) as f:
     json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def load_block(spec: str, max_layers: int = nsc.MAX_LAYERS) -> nsc.Block:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -69,8 +70,11 @@ def main(argv):
     raise app.UsageError(str(error)) from None
   start = time.time()
   search_config = _CONFIG.value.search
-  curves = strategy_comparison.run_all(table, search_config, _STRATEGIES.value, budgets,
-                                       _RUNS.value, _BLOCKS.value, _PROCESSES.value or None)
+  try:
+    curves = strategy_comparison.run_all(table, search_config, _STRATEGIES.value, budgets,
+                                         _RUNS.value, _BLOCKS.value, _PROCESSES.value or None)
+  except strategy_comparison.WorkerDied as error:
+    sys.exit(f'benchmark_strategies: {error}; nothing written to {_WORKDIR.value}')
   output = {
       'results': strategy_comparison.summarize(curves),
       'table': os.path.abspath(_TABLE.value),

@@ -4,8 +4,10 @@ import csv
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,20 +38,31 @@ def landscape_rows():
   return rows
 
 
+def full_rows(sizes, reward=lambda choices: 1 + sum(choices)):
+  """A row for every key of ``sizes``; the report is 10 x the reward."""
+  return [[''.join(map(str, c)), reward(c), 10 * reward(c)]
+          for c in itertools.product(*(range(n) for n in sizes))]
+
+
 def test_keys_are_strings_and_sizes_are_inferred(tmp_path):
-  path = write_table(tmp_path / 't.csv', [['000', 50, 60], ['120', 70.5, 80], ['031', 20, 30]])
+  path = write_table(tmp_path / 't.csv', full_rows((2, 3, 2), lambda c: 50 + c[1] + c[2] / 2))
   table = tabular.load_table(path, 'ops', 'val', 'test')
-  assert table.space.sizes == (2, 4, 2)  # one more than each position's largest digit
-  assert table.rewards == {'000': 0.5, '120': 0.705, '031': 0.2}  # percent -> fraction
-  assert table.reports == {'000': 60, '120': 80, '031': 30}
-  assert table.reward((0, 0, 0)) == 0.5 and table.report((1, 2, 0)) == 80
-  assert table.best_report == 80
-  assert tabular.load_table(path, 'ops', 'val', 'test', sizes=[5, 5, 5]).space.sizes == (5,) * 3
+  assert table.space.sizes == (2, 3, 2)  # one more than each position's largest digit
+  assert len(table.rewards) == 12
+  assert table.rewards['000'] == 0.5 and table.rewards['021'] == 0.525  # percent -> fraction
+  assert table.reports['000'] == 500 and table.reports['021'] == 525
+  assert table.reward((0, 0, 0)) == 0.5 and table.report((1, 2, 1)) == 525
+  assert table.best_report == 525
+  assert tabular.load_table(path, 'ops', 'val', 'test', sizes=[2, 3, 2]).space.sizes == (
+      2, 3, 2)
 
 
 def test_fractions_stay_fractions(tmp_path):
-  path = write_table(tmp_path / 't.csv', [['00', 0.5, 1], ['01', 0.25, 2]])
-  assert tabular.load_table(path, 'ops', 'val', 'test').rewards == {'00': 0.5, '01': 0.25}
+  path = write_table(tmp_path / 't.csv', [['0', 0.5, 1], ['1', 0.25, 2]])
+  assert tabular.load_table(path, 'ops', 'val', 'test').rewards == {'0': 0.5, '1': 0.25}
+
+
+FULL = [['00', 1, 2], ['01', 1, 2], ['10', 1, 2], ['11', 1, 2]]
 
 
 @pytest.mark.parametrize('rows, columns, sizes, message', [
@@ -57,15 +70,29 @@ def test_fractions_stay_fractions(tmp_path):
      "has no report column 'test'; its columns: ops, val, tst"),
     ([['00', 1, 2]], ('key', 'val', 'test'), None, "has no key column 'ops'"),
     ([['00', 1, 2], ['0a', 1, 2]], ('ops', 'val', 'test'), None,
-     "line 3: key '0a' is not 2 digits"),
+     "line 3: key '0a' is not 2 digits 0-9"),
     ([['00', 1, 2], ['000', 1, 2]], ('ops', 'val', 'test'), None,
      "line 3: key '000' is not 2 digits"),
+    # str.isdigit() takes both; int('²') fails, and '١١' would never match a generated key.
+    ([['00', 1, 2], ['0²', 1, 2]], ('ops', 'val', 'test'), None,
+     "line 3: key '0²' is not 2 digits 0-9"),
+    (FULL[:3] + [['١١', 1, 2]], ('ops', 'val', 'test'), None,
+     "line 5: key '١١' is not 2 digits 0-9"),
     ([['00', 1, 2], ['00', 1, 2]], ('ops', 'val', 'test'), None,
      "line 3: key '00' appears twice"),
     ([['00', 'n/a', 2]], ('ops', 'val', 'test'), None,
      "line 2: column 'val' holds 'n/a', not a number"),
+    ([['00', 1, 2], ['01', 1]], ('ops', 'val', 'test'), None,
+     'line 3: 2 values for the 3 columns of the header'),
+    ([['00', 1, 2, 3]], ('ops', 'val', 'test'), None,
+     'line 2: 4 values for the 3 columns of the header'),
     ([['00', 1, 2], ['13', 1, 2]], ('ops', 'val', 'test'), [2, 3],
      r'sizes \[2, 3\] do not fit'),
+    (FULL, ('ops', 'val', 'test'), [2, 11], r'sizes \[2, 11\] do not fit .*at most 10'),
+    (FULL[:2] + FULL[3:], ('ops', 'val', 'test'), None,
+     r"has 3 of the 4 keys of sizes \[2, 2\]: 1 missing, e.g. '10'"),
+    (FULL, ('ops', 'val', 'test'), [2, 3],
+     r"has 4 of the 6 keys of sizes \[2, 3\]: 2 missing, e.g. '02'"),
     ([], ('ops', 'val', 'test'), None, 'has no rows'),
 ])
 def test_table_errors_are_one_line(tmp_path, rows, columns, sizes, message):
@@ -75,11 +102,36 @@ def test_table_errors_are_one_line(tmp_path, rows, columns, sizes, message):
   assert '\n' not in str(error.value)
 
 
+@pytest.mark.parametrize('data, message', [
+    (b'', 'is empty: no header'),
+    (b'ops,val,test\n00,1,2\n\n0a,1,2\n', "line 4: key '0a'"),  # blank lines counted
+    (b'ops,val,test\n00,1,2\n01,\xff,2\n', 'is not UTF-8 text'),
+])
+def test_file_errors_are_one_line(tmp_path, data, message):
+  (tmp_path / 't.csv').write_bytes(data)
+  with pytest.raises(tabular.TableError, match=message) as error:
+    tabular.load_table(str(tmp_path / 't.csv'), 'ops', 'val', 'test')
+  assert '\n' not in str(error.value)
+
+
+def test_blank_lines_crlf_and_a_byte_order_mark_are_read(tmp_path):
+  (tmp_path / 't.csv').write_bytes(
+      b'\xef\xbb\xbfops,val,test\r\n0,0.5,1\r\n\r\n1,0.25,2\r\n\r\n\r\n')
+  table = tabular.load_table(str(tmp_path / 't.csv'), 'ops', 'val', 'test')
+  assert table.rewards == {'0': 0.5, '1': 0.25} and table.reports == {'0': 1, '1': 2}
+
+
 def test_an_unknown_key_is_a_clear_error(tmp_path):
-  path = write_table(tmp_path / 't.csv', [['00', 1, 2], ['11', 1, 2]])
-  table = tabular.load_table(path, 'ops', 'val', 'test')
-  with pytest.raises(tabular.TableError, match="architecture '01' is not a row of"):
-    table.reward((0, 1))
+  table = tabular.load_table(write_table(tmp_path / 't.csv', FULL), 'ops', 'val', 'test')
+  with pytest.raises(tabular.TableError, match="architecture '02' is not a row of"):
+    table.reward((0, 2))
+
+
+def test_the_nasbench201_table_covers_its_space():
+  if not os.path.exists(NASBENCH201):
+    pytest.skip(f'NAS-Bench-201 table not prepared at {os.path.normpath(NASBENCH201)}')
+  table = tabular.load_table(NASBENCH201, 'ops', 'cifar10_val12', 'cifar10_test200')
+  assert table.space.sizes == (5,) * 6 and len(table.rewards) == 15_625
 
 
 def test_schedule_scales_in_its_proportions():
@@ -176,6 +228,12 @@ def test_the_experiment_end_to_end(tmp_path):
     for result_at in by_budget.values():
       assert result_at['runs'] == 6 and 12 <= result_at['mean'] <= 90
   assert output['optimum'] == 90
+  # Run in worker processes, each run gives what it gives in this one: runs are seeded.
+  table = tabular.load_table(table, 'ops', 'val', 'test')
+  in_process = strategy_comparison.run_all(
+      table, default.get_config().search, list(output['results']), [5, 20], runs=6,
+      processes=1)
+  assert output['results'] == strategy_comparison.summarize(in_process)
   saved = json.loads((tmp_path / 'out' / 'benchmark_strategies.json').read_text())
   assert saved['results'] == output['results']
   assert len(saved['curves']['random']['20']) == 20
@@ -188,6 +246,52 @@ def test_the_experiment_refuses_a_missing_column_in_one_line(tmp_path):
                            '--report_column=test', f'--workdir={tmp_path}/out'])
   assert result.returncode != 0
   assert "has no reward column 'val12'; its columns: ops, val, test" in result.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def pool_workers(parent: int) -> list[int]:
+  """The process ids of ``parent``'s multiprocessing workers (their command line runs
+  ``spawn_main``; the resource tracker's does not), from /proc."""
+  workers = []
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        command = f.read()
+    except OSError:  # ended meanwhile
+      continue
+    if ppid == parent and b'spawn_main' in command:
+      workers.append(int(pid))
+  return workers
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the workers in /proc')
+def test_a_killed_worker_ends_the_experiment_in_one_line(tmp_path):
+  """multiprocessing.Pool.map waited forever for a killed worker's runs."""
+  table = write_table(tmp_path / 't.csv', landscape_rows())
+  run = subprocess.Popen(  # runs for seconds more than the kill takes, were none killed
+      [sys.executable, '-m', 'experiments.benchmark_strategies', f'--table={table}',
+       '--reward_column=val', '--report_column=test', '--budgets=20', '--runs=20000',
+       '--strategies=random', '--processes=2', f'--workdir={tmp_path}/out'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+  try:
+    started = time.monotonic()
+    while not (workers := pool_workers(run.pid)):
+      assert run.poll() is None and time.monotonic() - started < 60, run.stderr.read()
+      time.sleep(0.05)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=20)
+  finally:
+    if run.poll() is None:
+      os.killpg(run.pid, signal.SIGKILL)
+      run.wait()
+  assert run.returncode == 1 and 'Traceback' not in stderr, stderr
+  assert stderr.splitlines()[-1] == (
+      'benchmark_strategies: a worker process died (killed by a signal or out of memory) '
+      'during the 20000 runs; none of their results is kept; nothing written to '
+      f'{tmp_path}/out')
   assert not (tmp_path / 'out').exists()
 
 

@@ -26,6 +26,9 @@ import functools
 
 import numpy as np
 
+from blockqnn_jax import files
+from blockqnn_jax.analysis import tabular
+
 OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # the order of the digits
 NODES = 4
@@ -113,29 +116,44 @@ def redefined_reward(accuracy, ops, mu: float, rho: float) -> np.ndarray:
 
 def read_table(path: str) -> dict[str, np.ndarray]:
   """The CSV's columns by name: ``ops`` and ``arch`` as the strings written (never parsed
-  as numbers, which would drop the leading zeros), every other column as float64."""
-  with open(path, newline='') as f:
-    return _columns(path, list(csv.reader(f)))
+  as numbers, which would drop the leading zeros), every other column as float64. A bad
+  row is a one-line ``tabular.TableError`` naming its line."""
+  return _columns(path, *tabular.read_rows(path))
 
 
-def _columns(path: str, rows: list[list[str]]) -> dict[str, np.ndarray]:
-  """``read_table`` of the CSV's rows, header first."""
-  if len(rows) < 2:
-    raise ValueError(f'{path}: no rows under the header')
-  header, rows = rows[0], rows[1:]
+def _columns(path: str, header: list[str],
+             rows: list[tuple[int, list[str]]]) -> dict[str, np.ndarray]:
+  """``read_table`` of the CSV's header and rows (``tabular.read_rows``)."""
+  if not rows:
+    raise tabular.TableError(f'{path}: no rows under the header')
   table = {}
   for i, name in enumerate(header):
-    values = [row[i] for row in rows]
+    values = [row[i] for _, row in rows]
     if name in STRING_COLUMNS:
       table[name] = np.array(values, dtype=str)
       continue
     try:
       table[name] = np.array(values, dtype=np.float64)
-    except ValueError as e:
-      raise ValueError(f'{path}: column {name!r} is not numeric: {e}') from None
-  for ops in table.get('ops', ()):
-    check_ops(str(ops))
+    except ValueError:
+      line, value = next((line, row[i]) for line, row in rows if not _is_number(row[i]))
+      raise tabular.TableError(f'{path} line {line}: column {name!r} holds {value!r}, not '
+                               'a number') from None
+  if 'ops' in header:
+    ops_at = header.index('ops')
+    for line, row in rows:
+      try:
+        check_ops(row[ops_at])
+      except ValueError as error:
+        raise tabular.TableError(f'{path} line {line}: {error}') from None
   return table
+
+
+def _is_number(text: str) -> bool:
+  try:
+    np.float64(text)
+  except ValueError:
+    return False
+  return True
 
 
 def column(table: dict, name: str) -> np.ndarray:
@@ -147,14 +165,15 @@ def column(table: dict, name: str) -> np.ndarray:
 def add_reward_columns(source: str, path: str, datasets: list[str], mu: float, rho: float,
                        score: str = 'val12') -> None:
   """Copies the CSV row by row (every value as written: ``ops`` keeps its leading zeros),
-  adding ``{ds}_redefined12``: the reward of ``{ds}_{score}``, in percent."""
-  with open(source, newline='') as f:
-    rows = list(csv.reader(f))
-  table = _columns(source, rows)
+  adding ``{ds}_redefined12``: the reward of ``{ds}_{score}``, in percent. Written
+  atomically (``files.open_atomic``): a kill leaves the old file or none, never a
+  truncated last number that would read as another reward."""
+  header, rows = tabular.read_rows(source)
+  table = _columns(source, header, rows)
   added = {f'{ds}_redefined12': 100 * redefined_reward(
       column(table, f'{ds}_{score}') / 100, table['ops'], mu, rho) for ds in datasets}
-  with open(path, 'w', newline='') as f:
+  with files.open_atomic(path, newline='') as f:
     writer = csv.writer(f, lineterminator='\n')
-    writer.writerow(rows[0] + list(added))
-    for k, row in enumerate(rows[1:]):
+    writer.writerow(header + list(added))
+    for k, (_, row) in enumerate(rows):
       writer.writerow(row + [f'{values[k]:.4f}' for values in added.values()])

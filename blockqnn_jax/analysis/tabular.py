@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -54,39 +56,81 @@ class Table:
     return max(self.reports.values())
 
 
+def read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+  """The CSV's header and its rows, each with its line number. Blank lines are no rows (as
+  for ``csv.DictReader``: an editor's trailing newline is harmless); a row whose values do
+  not match the header one for one is a ``TableError`` naming its line, as is text that is
+  not UTF-8."""
+  with open(path, newline='', encoding='utf-8-sig') as f:
+    reader = csv.reader(f)
+    try:
+      header = next(reader, None)
+      if header is None:
+        raise TableError(f'{path} is empty: no header')
+      rows = []
+      for row in reader:
+        if not row:
+          continue
+        if len(row) != len(header):
+          raise TableError(f'{path} line {reader.line_num}: {len(row)} values for the '
+                           f'{len(header)} columns of the header')
+        rows.append((reader.line_num, row))
+    except UnicodeDecodeError as error:
+      raise TableError(f'{path} is not UTF-8 text: {error}') from None
+  return header, rows
+
+
 def load_table(path: str, key_column: str, reward_column: str, report_column: str,
                sizes: Sequence[int] | None = None) -> Table:
-  """Reads the table; ``sizes`` (choices per position) is inferred from the keys if None."""
-  with open(path, newline='') as f:
-    reader = csv.DictReader(f)
-    columns = reader.fieldnames or []
-    for flag, column in (('key', key_column), ('reward', reward_column),
-                         ('report', report_column)):
-      if column not in columns:
-        raise TableError(f'{path} has no {flag} column {column!r}; its columns: '
-                         f'{", ".join(columns)}')
-    rows = [(row[key_column], row[reward_column], row[report_column]) for row in reader]
+  """Reads the table; ``sizes`` (choices per position) is inferred from the keys if None.
+
+  The table must hold a row for every key of its sizes: a search proposes any of them, so
+  a table with holes is refused here (with the count missing and one of them) rather than
+  stopping a run when a hole is proposed."""
+  header, rows = read_rows(path)
+  for flag, column in (('key', key_column), ('reward', reward_column),
+                       ('report', report_column)):
+    if column not in header:
+      raise TableError(f'{path} has no {flag} column {column!r}; its columns: '
+                       f'{", ".join(header)}')
   if not rows:
     raise TableError(f'{path} has no rows')
-  length = len(rows[0][0])
+  key_at, reward_at, report_at = (header.index(c) for c in (key_column, reward_column,
+                                                            report_column))
+  first = rows[0][1][key_at]
   rewards, reports = {}, {}
-  for line, (key, reward, report) in enumerate(rows, start=2):
-    if not key.isdigit() or len(key) != len(rows[0][0]):
-      raise TableError(f'{path} line {line}: key {key!r} is not {length} digits '
-                       f'(one per decision, as the first row {rows[0][0]!r})')
+  for line, row in rows:
+    key = row[key_at]
+    # ASCII only: str.isdigit() also takes '²' and '٣', which no generated key holds.
+    if not (key.isascii() and key.isdigit()) or len(key) != len(first):
+      raise TableError(f'{path} line {line}: key {key!r} is not {len(first)} digits 0-9 '
+                       f'(one per decision, as the first row {first!r})')
     if key in rewards:
       raise TableError(f'{path} line {line}: key {key!r} appears twice')
-    rewards[key] = _number(path, line, reward_column, reward)
-    reports[key] = _number(path, line, report_column, report)
-  inferred = [max(int(k[i]) for k in rewards) + 1 for i in range(length)]
+    rewards[key] = _number(path, line, reward_column, row[reward_at])
+    reports[key] = _number(path, line, report_column, row[report_at])
+  inferred = [max(int(key[i]) for key in rewards) + 1 for i in range(len(first))]
   if sizes is None:
     sizes = inferred
-  elif len(sizes) != length or any(s < n for s, n in zip(sizes, inferred)):
+  elif len(sizes) != len(first) or any(not n <= s <= 10 for s, n in zip(sizes, inferred)):
     raise TableError(f'sizes {list(sizes)} do not fit the keys of {path}: they need '
-                     f'{length} positions with at least {inferred} choices')
+                     f'{len(first)} positions with at least {inferred} choices (at most '
+                     '10: one digit each)')
+  _check_complete(path, rewards, sizes)
   if max(abs(v) for v in rewards.values()) > 1:
     rewards = {k: v / 100 for k, v in rewards.items()}
   return Table(path, search_space.SequenceSpace(sizes), rewards, reports)
+
+
+def _check_complete(path: str, rewards: dict[str, float], sizes: Sequence[int]) -> None:
+  """Every key of ``sizes`` has a row (the keys are known to lie in ``sizes``)."""
+  missing = math.prod(sizes) - len(rewards)
+  if missing:
+    keys = (''.join(map(str, c)) for c in itertools.product(*(range(s) for s in sizes)))
+    example = next(key for key in keys if key not in rewards)
+    raise TableError(f'{path} has {len(rewards)} of the {math.prod(sizes)} keys of sizes '
+                     f'{list(sizes)}: {missing} missing, e.g. {example!r} (a search may '
+                     'propose any key)')
 
 
 def _number(path: str, line: int, column: str, text: str) -> float:
