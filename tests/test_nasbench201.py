@@ -17,6 +17,7 @@ import pytest
 
 from blockqnn_jax.analysis import correlation
 from blockqnn_jax.analysis import nasbench201
+from blockqnn_jax.analysis import tabular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_TABLE = os.path.join(ROOT, '..', 'shared', 'data', 'nasbench201', 'nasbench201.csv')
@@ -172,6 +173,70 @@ def test_the_table_keeps_ops_as_strings_and_names_a_missing_column(tmp_path):
   path.write_text('index,ops\n0,0\n')  # ops parsed to a number and written back
   with pytest.raises(ValueError, match="6 digits 0-4 .* got '0'"):
     nasbench201.read_table(str(path))
+
+
+def test_blank_lines_are_no_rows(tmp_path):
+  path = tmp_path / 'table.csv'
+  cells = write_synthetic_table(path)
+  path.write_text(path.read_text().replace('\n', '\n\n', 1) + '\n\n')
+  assert list(nasbench201.read_table(str(path))['ops']) == cells
+
+
+def short(row):
+  del row[-1]
+
+
+def not_a_number(row):
+  row[2] = 'abc'
+
+
+def not_a_cell(row):
+  row[1] = '000007'
+
+
+@pytest.mark.parametrize('line, edit, message', [
+    (4, short, 'line 4: 7 values for the 8 columns of the header'),
+    (5, not_a_number, "line 5: column 'cifar10_val12' holds 'abc', not a number"),
+    (6, not_a_cell, "line 6: a NAS-Bench-201 cell is 6 digits 0-4 .* got '000007'"),
+])
+def test_a_bad_row_is_one_line_naming_it(tmp_path, line, edit, message):
+  path = tmp_path / 'table.csv'
+  write_synthetic_table(path)
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  edit(rows[line - 1])
+  with open(path, 'w', newline='') as f:
+    csv.writer(f).writerows(rows)
+  with pytest.raises(tabular.TableError, match=message) as error:
+    nasbench201.read_table(str(path))
+  assert '\n' not in str(error.value)
+
+
+def test_the_written_table_is_whole_or_absent(tmp_path, monkeypatch):
+  """A write that stops part way (here an error after 10 rows, as a kill would) leaves the
+  previous table as it was: never a truncated last number read as another reward."""
+  table, written = tmp_path / 'table.csv', tmp_path / 'with_reward.csv'
+  write_synthetic_table(table)
+  nasbench201.add_reward_columns(str(table), str(written), ['cifar10'], 0.0, 0.0)
+  before = written.read_text()
+
+  csv_writer = csv.writer
+
+  def stopping_writer(f, **kwargs):
+    writer, rows = csv_writer(f, **kwargs), itertools.count()
+
+    class Stopping:
+      def writerow(self, row):
+        if next(rows) == 10:
+          raise KeyboardInterrupt
+        writer.writerow(row)
+    return Stopping()
+
+  monkeypatch.setattr(nasbench201.csv, 'writer', stopping_writer)
+  with pytest.raises(KeyboardInterrupt):
+    nasbench201.add_reward_columns(str(table), str(written), ['cifar10'], 0.5, 0.5)
+  assert written.read_text() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['table.csv', 'with_reward.csv']
 
 
 def test_on_the_real_table():
