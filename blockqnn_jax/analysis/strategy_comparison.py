@@ -96,8 +96,9 @@ def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list
       return list(pool.map(run_one, tasks,
                            chunksize=max(1, len(tasks) // (8 * processes))))
     except concurrent.futures.process.BrokenProcessPool:
-      raise WorkerDied(f'a worker process died (killed by a signal or out of memory) '
-                       f'during the {len(tasks)} runs; none of their results is kept') from None
+      raise WorkerDied(
+          'a worker process died (killed by a signal or out of memory) during the '
+          f'{len(tasks)} runs; none of their results is kept') from None
 
 
 def summarize(curves: dict) -> dict:
