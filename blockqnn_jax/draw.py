@@ -77,10 +77,10 @@ def layout(block: nsc.Block) -> Layout:
   # Each link's path through the rows between its ends: the lane's x in each of them.
   lanes = {i: [centre[('lane', i, row)] for row in range(depth[p] + 1, depth[t])]
            for i, (p, t) in enumerate(links)}
-  out_x = _ports(links, lambda i: links[i][0],
-                 lambda i: lanes[i][0] if lanes[i] else centre[('box', links[i][1])], boxes)
-  in_x = _ports(links, lambda i: links[i][1],
-                lambda i: lanes[i][-1] if lanes[i] else centre[('box', links[i][0])], boxes)
+  out_x = _ports({i: (p, lanes[i][0] if lanes[i] else centre[('box', t)])
+                  for i, (p, t) in enumerate(links)}, boxes)
+  in_x = _ports({i: (t, lanes[i][-1] if lanes[i] else centre[('box', p)])
+                 for i, (p, t) in enumerate(links)}, boxes)
   edges = []
   for i, (source, target) in enumerate(links):
     points = [(out_x[i], boxes[source].y + BOX_H)]
@@ -138,18 +138,17 @@ def _centres(rows: list[list[tuple]]) -> tuple[dict, float]:
   return centre, width
 
 
-def _ports(links, node_of, towards, boxes) -> dict[int, float]:
-  """The x at which each link leaves (or enters) the box ``node_of(link)``: a box's links
-  spread evenly along its side, in the order of the x they head ``towards``, so no two
-  edges share an end and none cross at the box."""
-  by_node: dict[int, list[int]] = {}
-  for i in range(len(links)):
-    by_node.setdefault(node_of(i), []).append(i)
+def _ports(ends: dict[int, tuple[int, float]], boxes: dict[int, Box]) -> dict[int, float]:
+  """The x at which each link leaves (or enters) its box; ``ends`` maps a link to (the
+  box's node, the x the link heads towards). A box's links spread evenly along its side in
+  the order of those x, so no two edges share an end and none cross at the box."""
+  by_node: dict[int, list[tuple[float, int]]] = {}
+  for link, (node, towards) in ends.items():
+    by_node.setdefault(node, []).append((towards, link))
   x = {}
-  for node, ends in by_node.items():
-    ends.sort(key=lambda i: (towards(i), i))
-    for k, i in enumerate(ends):
-      x[i] = boxes[node].x + BOX_W * (k + 1) / (len(ends) + 1)
+  for node, heading in by_node.items():
+    for k, (_, link) in enumerate(sorted(heading)):
+      x[link] = boxes[node].x + BOX_W * (k + 1) / (len(heading) + 1)
   return x
 
 
