@@ -80,8 +80,8 @@ def main(argv):
           'the same command to resume', file=sys.stderr)
     sys.exit(STOPPED_BY_SIGTERM)
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
-          workdir_lib.WorkdirBusyError, results.DamagedLogError,
-          executors.ClusterLostError) as error:
+          workdir_lib.WorkdirBusyError, workdir_lib.NotAWorkdirError,
+          results.DamagedLogError, executors.ClusterLostError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 

@@ -257,7 +257,7 @@ class _SearchRun:
     eta = elapsed / self.done_here * (self.total - done) if self.done_here else float('nan')
     logging.info(
         '[%d/%d] iteration %d, epsilon %.2f: reward %.4f%s (best %.4f) | %s elapsed, ETA %s',
-        done, self.total, record['iteration'] + 1, record['epsilon'], record['reward'],
+        done, self.total, record['iteration'], record['epsilon'], record['reward'],
         ' cached' if record['cached'] else '', self.best['reward'],
         _duration(elapsed), _duration(eta))
 

@@ -1,5 +1,9 @@
 """One workdir, one writer: the workdir's lock and the config it was made with.
 
+A workdir is a new or empty directory, or one a run made (it holds the lock file or
+``config.json``); any other directory is refused before anything is written in it, so a
+run never mixes its files with others'.
+
 The lock is an OS file lock (``flock``) on ``workdir/.lock``, held for the whole run: the
 kernel drops it when the process dies, even by SIGKILL, so there is never a stale lock to
 clean up. The file holds the holder's pid and host, for the error message only.
@@ -28,11 +32,18 @@ class ConfigMismatchError(ValueError):
   """The workdir holds a search or training run made with a different config."""
 
 
+class NotAWorkdirError(ValueError):
+  """A directory that holds files of something other than a run."""
+
+
 @contextlib.contextmanager
 def locked(workdir: str, process_index: int = 0):
   """Holds ``workdir``'s lock for the ``with`` body; raises WorkdirBusyError if another
   process holds it. The processes of one multi-host job each hold their own lock
-  (process 0 the usual one), so they share the workdir and exclude any other job."""
+  (process 0 the usual one), so they share the workdir and exclude any other job.
+  Raises NotAWorkdirError, before writing anything, for a directory that holds files but
+  no run (``check_is_workdir``)."""
+  check_is_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE + (f'.{process_index}' if process_index else ''))
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -51,8 +62,26 @@ def locked(workdir: str, process_index: int = 0):
     os.close(fd)  # closing the descriptor releases the lock
 
 
-# How the work is spread, not what is computed: may change between runs in any mode.
-_SPREAD_KEYS = ('executor', 'children_per_device', 'compilation_cache_dir')
+def check_is_workdir(workdir: str) -> None:
+  """Refuses a file, or a non-empty directory no run made: one with neither the lock file
+  (the first thing a run writes) nor ``config.json``. A new or empty directory is fine."""
+  if not os.path.exists(workdir):
+    return
+  if not os.path.isdir(workdir):
+    raise NotAWorkdirError(f'{workdir} is a file: give a new or empty directory as '
+                           '--workdir, or the workdir of a run to resume')
+  entries = sorted(os.listdir(workdir))
+  if entries and not any(e == CONFIG_FILE or e.startswith(LOCK_FILE) for e in entries):
+    shown = ', '.join(entries[:3]) + (', ...' if len(entries) > 3 else '')
+    raise NotAWorkdirError(
+        f'{workdir} holds files ({shown}) but no run of blockqnn_jax (no {CONFIG_FILE}): '
+        'give a new or empty directory as --workdir, or the workdir of a run to resume')
+
+
+# Where the work runs and how it is spread, not what is computed: may change between runs
+# in any mode. ``data_dir`` says where the dataset is read, not which (``dataset``).
+_SPREAD_KEYS = ('executor', 'children_per_device', 'compile_ahead', 'compilation_cache_dir',
+                'data_dir')
 _SPREAD_PREFIXES = ('ray.', 'distributed.')
 # The config block holding the recipe each final-training mode trains with.
 FINAL_RECIPES = {'train': 'train', 'transfer_imagenet': 'transfer'}
@@ -64,12 +93,13 @@ _RECIPE_FIELDS_THAT_MAY_CHANGE = ('checkpoint_every_seconds', 'workers')
 def check_unchanged(config, workdir: str, allow_config_change: bool) -> None:
   """Refuses a workdir whose ``config.json`` (``record_config``) holds another config.
 
-  In any mode, ``executor``, ``children_per_device``, ``compilation_cache_dir`` and the
-  ``ray`` and ``distributed`` settings may change. A search reads neither the ``train``
-  nor the ``transfer`` recipe, so both may change (``transfer.workers`` defaults to the
-  machine's cores). A final training (``FINAL_RECIPES``) may change the other mode's
-  recipe, its own recipe's ``checkpoint_every_seconds`` and ``workers``, and raise its
-  ``epochs``; anything else (block, dataset, a recipe number) is refused.
+  In any mode, ``data_dir``, ``executor``, ``children_per_device``, ``compile_ahead``,
+  ``compilation_cache_dir`` and the ``ray`` and ``distributed`` settings may change. A
+  search reads neither the ``train`` nor the ``transfer`` recipe, so both may change
+  (``transfer.workers`` defaults to the machine's cores). A final training
+  (``FINAL_RECIPES``) may change the other mode's recipe, its own recipe's
+  ``checkpoint_every_seconds`` and ``workers``, and raise its ``epochs``; anything else
+  (block, dataset, a recipe number) is refused.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   if allow_config_change or not os.path.exists(path):

@@ -57,7 +57,7 @@ def test_epsilon_phases_start_where_the_schedule_says():
 
 
 def test_q_vs_random_figure_draws_each_strategys_curves(tmp_path):
-  """The lines drawn are the summary's numbers (iterations shown from 1), each under its
+  """The lines drawn are the summary's numbers (iterations counted from 0, as in the records), each under its
   strategy's label, and the epsilon phases are marked between iterations."""
   q_stats = {'iteration': [0, 1, 2], 'mean': [0.4, 0.5, 0.6], 'mean_std': [0.0, 0.1, 0.1],
              'top_k': [0.6, 0.7, 0.8], 'top_k_std': [0.1, 0.0, 0.1]}
@@ -70,13 +70,13 @@ def test_q_vs_random_figure_draws_each_strategys_curves(tmp_path):
   axes, = figure.axes
   curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
             for line in axes.get_lines() if not line.get_label().startswith('_')}
-  assert curves == {'qlearning: mean': ([1, 2, 3], pytest.approx(q_stats['mean'])),
-                    'qlearning: top-5': ([1, 2, 3], pytest.approx(q_stats['top_k'])),
-                    'random: mean': ([1, 2, 3], pytest.approx(random_stats['mean'])),
-                    'random: top-5': ([1, 2, 3], pytest.approx(random_stats['top_k']))}
+  assert curves == {'qlearning: mean': ([0, 1, 2], pytest.approx(q_stats['mean'])),
+                    'qlearning: top-5': ([0, 1, 2], pytest.approx(q_stats['top_k'])),
+                    'random: mean': ([0, 1, 2], pytest.approx(random_stats['mean'])),
+                    'random: top-5': ([0, 1, 2], pytest.approx(random_stats['top_k']))}
   phases = [list(line.get_xdata()) for line in axes.get_lines()
             if line.get_label().startswith('_')]
-  assert phases == [[0.5, 0.5], [2.5, 2.5]]
+  assert phases == [[-0.5, -0.5], [1.5, 1.5]]
 
 
 CONV1, CONV3, CONV5 = ([[1, 1, k, 0, 0], [2, 7, 0, 0, 0]] for k in (1, 3, 5))

@@ -1,13 +1,16 @@
 """The search loop driven by a surrogate: logs, cache, best block, Q-learning vs random."""
 
 import json
+import logging
 import pathlib
+import re
 import tempfile
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import nsc
@@ -140,3 +143,21 @@ def test_random_search_checkpoints_and_resumes(tmp_path):
 
   again = search.run_search(small_config('random'), str(tmp_path), must_not_train)
   assert again['best_codes'] == first['best_codes'] and len(read_results(tmp_path)) == 32
+
+
+def test_iterations_count_from_0_in_the_log_the_records_and_tensorboard(tmp_path, caplog):
+  """The progress line names each block's iteration as its record (results.jsonl,
+  best_block.json) and the TensorBoard steps do."""
+  caplog.set_level(logging.INFO, logger='absl')
+  search.run_search(small_config(), str(tmp_path), surrogate.synthetic_accuracy)
+  records = read_results(tmp_path)
+  logged = {}
+  for message in caplog.messages:
+    match = re.match(r'\[(\d+)/\d+\] iteration (\d+), epsilon', message)
+    if match:
+      logged[int(match[1]) - 1] = int(match[2])
+  assert logged == {r['index']: r['iteration'] for r in records}
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert [e.step for e in events.Scalars('iteration/epsilon')] == sorted(
+      {r['iteration'] for r in records}) == [0, 1, 2, 3]

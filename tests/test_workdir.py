@@ -199,3 +199,64 @@ def test_the_cli_names_a_damaged_line_in_one_line(tmp_path):
   assert run.returncode == 1
   assert len(run.stderr.strip().splitlines()) == 1, run.stderr
   assert run.stderr.startswith(f'error: {tmp_path}/results.jsonl line 3 is damaged')
+
+
+def test_a_directory_that_holds_no_run_is_refused_before_anything_is_written(tmp_path):
+  bench = tmp_path / 'bench'
+  bench.mkdir()
+  for name in ('a.json', 'b.json', 'c.png', 'd.csv'):
+    (bench / name).write_text('{}')
+  evaluator = searches.CountingEvaluator()
+  with pytest.raises(workdir_lib.NotAWorkdirError) as error:
+    search.run_search(searches.resume_config(), str(bench), evaluator)
+  assert str(error.value) == (
+      f'{bench} holds files (a.json, b.json, c.png, ...) but no run of blockqnn_jax (no '
+      'config.json): give a new or empty directory as --workdir, or the workdir of a run '
+      'to resume')
+  assert sorted(os.listdir(bench)) == ['a.json', 'b.json', 'c.png', 'd.csv']
+  assert evaluator.calls == 0
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  with pytest.raises(workdir_lib.NotAWorkdirError, match=f'^{a_file} is a file: '):
+    search.run_search(searches.resume_config(), str(a_file), evaluator)
+  # The command line says it in one line (a final training takes the same lock).
+  run = subprocess.run(
+      [sys.executable, '-m', 'blockqnn_jax.main', '--config=configs/quickstart.py',
+       f'--workdir={bench}'], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 1
+  assert run.stderr.strip().splitlines() == [f'error: {error.value}']
+  assert sorted(os.listdir(bench)) == ['a.json', 'b.json', 'c.png', 'd.csv']
+
+
+def test_a_new_or_empty_directory_or_a_runs_workdir_is_taken(tmp_path):
+  """What a run may write in: nothing there yet, or a run's own files, even those of a
+  run killed before it recorded its config (the lock file comes first)."""
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  started = tmp_path / 'started'
+  started.mkdir()
+  (started / workdir_lib.LOCK_FILE).write_text('')
+  (started / 'results.jsonl').write_text('')
+  recorded = tmp_path / 'recorded'
+  recorded.mkdir()
+  (recorded / workdir_lib.CONFIG_FILE).write_text('{}')
+  (recorded / 'final.json').write_text('{}')
+  for workdir in (tmp_path / 'new' / 'deeper', empty, started, recorded):
+    with workdir_lib.locked(str(workdir)):
+      pass
+
+
+def test_where_the_data_is_read_and_how_the_work_is_spread_may_change_on_resume(tmp_path):
+  """A search started with $TFDS_DATA_DIR resumes with the same directory given as
+  --config.data_dir; what changes a result is still refused."""
+  started = searches.digits_resume_config()
+  workdir_lib.record_config(started, str(tmp_path))
+  resumed = searches.digits_resume_config()
+  resumed.update_from_flattened_dict({
+      'data_dir': '/data/tfds', 'executor': 'ray', 'children_per_device': 2,
+      'compile_ahead': 3, 'compilation_cache_dir': '', 'ray.max_in_flight': 5})
+  workdir_lib.check_unchanged(resumed, str(tmp_path), allow_config_change=False)
+  resumed.dataset = 'synthetic'
+  with pytest.raises(workdir_lib.ConfigMismatchError, match=r"\(dataset: 'digits' -> "
+                     r"'synthetic'\)"):
+    workdir_lib.check_unchanged(resumed, str(tmp_path), allow_config_change=False)

@@ -58,14 +58,14 @@ def plot(summary: dict, schedule, top_k: int, path: str) -> Figure:
   axes = figure.subplots()
   for strategy, color in zip(STRATEGIES, ('tab:blue', 'tab:orange')):
     stats = summary[strategy]
-    x = np.array(stats['iteration']) + 1
+    x = np.array(stats['iteration'])
     for name, style, label in (('mean', '-', 'mean'), ('top_k', '--', f'top-{top_k}')):
       y, std = np.array(stats[name]), np.array(stats[f'{name}_std'])
       axes.plot(x, y, style, color=color, label=f'{strategy}: {label}')
       axes.fill_between(x, y - std, y + std, color=color, alpha=0.15, linewidth=0)
   for start, epsilon in epsilon_changes(schedule):
-    axes.axvline(start + 0.5, color='grey', linestyle=':', linewidth=0.8)
-    axes.annotate(f'ε={epsilon:g}', (start + 0.6, 1.0), xycoords=('data', 'axes fraction'),
+    axes.axvline(start - 0.5, color='grey', linestyle=':', linewidth=0.8)
+    axes.annotate(f'ε={epsilon:g}', (start - 0.4, 1.0), xycoords=('data', 'axes fraction'),
                   rotation=90, va='top', fontsize=7, color='grey')
   axes.set(xlabel="iteration (Q-learning's epsilon phases marked)",
            ylabel='validation accuracy of the iteration\'s blocks',
