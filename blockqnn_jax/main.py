@@ -81,7 +81,7 @@ def main(argv):
     sys.exit(STOPPED_BY_SIGTERM)
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirBusyError, results.DamagedLogError,
-          executors.ClusterLostError) as error:
+          executors.ClusterLostError, search.AllChildrenFailedError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 
