@@ -383,6 +383,9 @@ class RayExecutor:
     for actor in self.pool.actors:
       self._watch_start(actor)
     self.max_retries = ray_config.max_retries
+    errors = ray.exceptions
+    self.worker_died = (errors.RayActorError, errors.WorkerCrashedError,
+                        errors.NodeDiedError, errors.ObjectLostError)
     self.queue = collections.deque()   # (key, block, attempt) not yet started
     self.in_flight = {}                # object ref -> (key, block, actor, attempt)
     self.last_cluster_check = time.time()
@@ -415,9 +418,6 @@ class RayExecutor:
     """The next evaluation to finish (None after ``timeout`` seconds without one),
     retrying those whose worker died. An exception the evaluate_fn raised is raised here,
     as the local executor does."""
-    errors = self.ray.exceptions
-    died = (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
-            errors.ObjectLostError)
     deadline = None if timeout is None else time.time() + timeout
     while True:
       if not self.pool.actors:
@@ -425,22 +425,22 @@ class RayExecutor:
             f'no Ray actor of {self.cpus} CPU / {self.gpus} GPU is left and the cluster '
             f'places no new one ({self.last_death}); restart the cluster and rerun the '
             'same command to resume')
+      self._report_unstarted()
       wait = None if deadline is None else max(0.0, deadline - time.time())
       ready, _ = self.ray.wait([*self.in_flight, *self.starts], num_returns=1,
                                timeout=wait)
       if not ready:
         self._check_cluster()
-        self._report_unstarted()
         return None
       ref = ready[0]
       if ref in self.starts:
-        self._started(ref, died)
+        self._started(ref)
         continue
       key, block, actor, attempt = self.in_flight.pop(ref)
       try:
         result = self.ray.get(ref)
         self.pool.release(actor)
-      except died as error:
+      except self.worker_died as error:
         self._check_cluster(force=True)
         self.last_death = f'the last died: {_first_line(error)}'
         self._watch_start(self.pool.replace(actor, self._room()))
@@ -452,7 +452,7 @@ class RayExecutor:
           continue
         result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}',
                          transient=True)
-      except errors.RayTaskError as error:  # raised by the evaluate_fn itself
+      except self.ray.exceptions.RayTaskError as error:  # raised by the evaluate_fn itself
         self.pool.release(actor)
         if isinstance(error.cause, Exception):
           raise error.cause from None
@@ -460,13 +460,13 @@ class RayExecutor:
       self._launch()
       return key, result
 
-  def _started(self, ref, died) -> None:
+  def _started(self, ref) -> None:
     """An actor's start came back: it takes work now, or it died starting (a node gone,
     a worker that cannot start) and is dropped."""
     actor = self.starts.pop(ref)
     try:
       self.ray.get(ref)
-    except died as error:
+    except self.worker_died as error:
       self.pool.remove(actor)
       self.last_death = f'the last died starting: {_first_line(error)}'
       logging.warning('a Ray actor died before it started (%d remain): %s',
