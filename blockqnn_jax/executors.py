@@ -49,6 +49,9 @@ CLUSTER_CHECK_SECONDS = 15  # how often a wait for results checks that Ray nodes
 # cluster has no room for it now. Our choice: well beyond a worker's start-up (importing
 # JAX, a runtime environment), short enough to explain a search running on fewer actors.
 ACTOR_START_SECONDS = 300
+# With no actor left, how long the search waits for Ray to report their nodes dead (its
+# health checks take about 15 s) before it ends saying that no actor can be placed.
+NO_ACTOR_SECONDS = 60
 
 
 class Evaluator(Protocol):
@@ -391,6 +394,7 @@ class RayExecutor:
     self.last_cluster_check = time.time()
     self.reported_unstarted = set()
     self.last_death = 'none died'
+    self.actorless_since = None
     logging.info('Ray: %d actors of %s CPU / %s GPU, %d children each at once; cluster %s',
                  self.size, self.cpus, gpus, calls_per_actor, resources)
 
@@ -421,10 +425,8 @@ class RayExecutor:
     deadline = None if timeout is None else time.time() + timeout
     while True:
       if not self.pool.actors:
-        raise ClusterLostError(
-            f'no Ray actor of {self.cpus} CPU / {self.gpus} GPU is left and the cluster '
-            f'places no new one ({self.last_death}); restart the cluster and rerun the '
-            'same command to resume')
+        self._without_actors(None if deadline is None else deadline - time.time())
+        return None
       self._report_unstarted()
       wait = None if deadline is None else max(0.0, deadline - time.time())
       ready, _ = self.ray.wait([*self.in_flight, *self.starts], num_returns=1,
@@ -474,6 +476,19 @@ class RayExecutor:
       return
     self.pool.started(actor)
     self._launch()
+
+  def _without_actors(self, wait: float | None) -> None:
+    """Every actor died and none could be replaced: ClusterLostError, at once if the
+    cluster is gone, else after NO_ACTOR_SECONDS (it places no actor of ours any more);
+    meanwhile waits up to a second of ``wait``."""
+    self._check_cluster(force=True)
+    self.actorless_since = self.actorless_since or time.time()
+    if time.time() - self.actorless_since > NO_ACTOR_SECONDS:
+      raise ClusterLostError(
+          f'no Ray actor of {self.cpus} CPU / {self.gpus} GPU is left and the cluster '
+          f'places no new one ({self.last_death}); restart the cluster and rerun the '
+          'same command to resume')
+    time.sleep(min(1.0, 1.0 if wait is None else max(0.0, wait)))
 
   def _room(self) -> int:
     """Actors the pool may keep now: its size, at most what the alive nodes place."""
