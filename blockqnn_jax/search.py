@@ -227,8 +227,11 @@ class _SearchRun:
     self.place(position, record)
 
   def place(self, position: int, record: dict) -> None:
+    """Puts a logged record in its place in sample order, noting whether it is a verdict
+    (``executors.is_verdict``)."""
     self.records[position] = record
     self.has_verdict = self.has_verdict or executors.is_verdict(record)
+
   def remember(self, record: dict) -> None:
     """Caches a fresh result as its architecture's verdict, unless it was transient (a
     worker that died, memory that ran out while sharing a device): that is re-evaluated."""
@@ -252,12 +255,12 @@ class _SearchRun:
     if self.has_verdict:
       return
     first = self.records[0]
+    reason = (str(first.get('reason', '')).strip().splitlines() or ['no reason given'])[0]
     line = min(record['index'] for record in self.records) + 1
     raise AllChildrenFailedError(
         f'every child of iteration {self.iteration + 1} failed, none for its architecture '
-        f'(the first, {first["codes"]}: {first.get("reason", "no reason given")}); fix '
-        f'the cause, delete line {line} and every line after it from '
-        f'{self.log.path} (or use a new workdir), and rerun')
+        f'(the first, {first["codes"]}: {reason}); fix the cause, delete line {line} and '
+        f'every line after it from {self.log.path} (or use a new workdir), and rerun')
 
   def consume(self, block: nsc.Block, record: dict) -> None:
     """Feeds a logged record to the agent, TensorBoard and the best block."""

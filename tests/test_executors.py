@@ -21,6 +21,7 @@ from blockqnn_jax import search
 from blockqnn_jax.analysis import surrogate
 from tests import searches
 from tests.interrupt import Crash
+from tests.searches import CountingEvaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONV = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])  # one conv: quick to train
@@ -382,6 +383,15 @@ def test_an_iteration_without_a_verdict_stops_the_search_in_one_line(tmp_path, m
       f'{first["codes"]}: FileNotFoundError: no data); fix the cause, delete line 1 and '
       f'every line after it from {tmp_path}/results.jsonl (or use a new workdir), and rerun')
   assert not fed and checkpoint.SearchCheckpointer(str(tmp_path)).restore() is None
+  # Fixed, the search stops the same way while the log keeps those failures ...
+  fixed = CountingEvaluator()
+  with pytest.raises(search.AllChildrenFailedError) as again:
+    search.run_search(config, str(tmp_path), fixed)
+  assert str(again.value) == str(stopped.value) and not fixed.calls
+  # ... and runs once they are deleted, as the line says.
+  (tmp_path / 'results.jsonl').write_text('')
+  search.run_search(config, str(tmp_path), fixed)
+  assert fixed.calls and len(fed) == 36
 
 
 @pytest.mark.parametrize('reason', ['loss became nan in epoch 1',
