@@ -8,16 +8,19 @@ background threads while up to ``children_per_device`` others train.
 
 ``LocalExecutor`` is one pipeline in this process, data-parallel over its devices.
 ``RayExecutor`` keeps a pool of actors (one per trial slot: a GPU or a fraction of one
-where the cluster has GPUs, and a CPU share; never more than the cluster can place), each a
-long-lived process with a pipeline of its own, so the dataset it loads for its first child
-is reused by every later one. Results come back in the order they finish.
+where the cluster has GPUs, and a CPU share; never more than the cluster's nodes can
+place), each a long-lived process with a pipeline of its own, so the dataset it loads for
+its first child is reused by every later one. An actor is handed children only once it has
+started, so one the cluster cannot place holds no work. Results come back in the order
+they finish.
 
-Failures: an exception inside ``run`` of the real trainer never happens (it reports
-``status='failed'``); a child that runs out of memory while sharing a device with others is
-retried alone; a child whose Ray worker dies is retried ``config.ray.max_retries`` times on
-a fresh actor, then reported failed with ``transient=True`` (the search does not cache a
-transient failure as the architecture's verdict). A Ray cluster that is gone ends the
-search with ``ClusterLostError``.
+Failures: the real trainer never raises (it reports ``status='failed'``); an exception
+raised by a plain ``evaluate_fn`` is a bug, not a result, and ends the search with that
+exception on either executor. A child that runs out of memory while sharing a device with
+others is retried alone; a child whose Ray worker dies is retried ``config.ray.max_retries``
+times on a fresh actor, then reported failed with ``transient=True``: it did not run, so
+the search neither caches it nor feeds it to the strategy. A Ray cluster that is gone, or
+that can no longer place a single actor, ends the search with ``ClusterLostError``.
 
 Ray is optional (``pip install -r requirements-ray.txt``) and imported only here.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import math
 import os
 import threading
 import time
@@ -41,6 +45,13 @@ EXECUTORS = ('local', 'ray')
 # memory (XLA_PYTHON_CLIENT_MEM_FRACTION); the rest is headroom for CUDA's own use.
 GPU_MEMORY_HEADROOM = 0.9
 CLUSTER_CHECK_SECONDS = 15  # how often a wait for results checks that Ray nodes are alive
+# An actor not started this long after it was asked for is reported (a warning): the
+# cluster has no room for it now. Our choice: well beyond a worker's start-up (importing
+# JAX, a runtime environment), short enough to explain a search running on fewer actors.
+ACTOR_START_SECONDS = 300
+# With no actor left, how long the search waits for Ray to report their nodes dead (its
+# health checks take about 15 s) before it ends saying that no actor can be placed.
+NO_ACTOR_SECONDS = 60
 
 
 class Evaluator(Protocol):
@@ -86,6 +97,18 @@ def make_evaluator(config, evaluate_fn) -> Evaluator:
 def is_out_of_memory(result) -> bool:
   return isinstance(result, dict) and result.get('status') == 'failed' and str(
       result.get('reason', '')).startswith('out of memory')
+
+
+def is_verdict(result: dict) -> bool:
+  """Whether a result says something about the architecture itself: it trained, or it ran
+  and failed on its own account, its loss non-finite (``child._train_and_score``'s
+  ``'loss became ...'``) or out of memory with the device to itself. Any other failure
+  (a worker that died, a child that could not be built or a dataset that could not be
+  read) says nothing about it."""
+  if result.get('status') == 'ok':
+    return True
+  return not result.get('transient') and (
+      is_out_of_memory(result) or str(result.get('reason', '')).startswith('loss became'))
 
 
 class _TrainingSlots:
@@ -217,6 +240,10 @@ class _Worker:
     return os.environ.get(name)
 
 
+def _first_line(error: Exception) -> str:
+  return f'{type(error).__name__}: {error}'.strip().splitlines()[0]
+
+
 def _failed(reason: str, **extra) -> dict:
   return {'accuracy': 0.0, 'status': 'failed', 'reason': reason[:500], **extra}
 
@@ -229,17 +256,38 @@ def worker_env_vars(gpus_per_trial: float) -> dict[str, str]:
   return {}
 
 
-def actor_count(resources: dict, cpus: float, gpus: float, max_in_flight: int) -> int:
-  """Actors of ``cpus`` CPUs and ``gpus`` GPUs the cluster can place at once, at most
-  ``max_in_flight`` (0 = no cap): an actor that cannot be placed would hold its children
-  forever."""
-  wanted = {'CPU': cpus, 'GPU': gpus}
-  fits = [resources.get(name, 0) / amount for name, amount in wanted.items() if amount]
+def _actors_on_node(resources: dict, cpus: float, gpus: float) -> int:
+  """Actors one node places: a fraction of a GPU must fit on one physical GPU, so
+  ``floor(1 / gpus)`` actors share each; whole GPUs are counted whole."""
   # Ray keeps fractions to 4 decimals: 1 / 0.3333 GPU must still count as 3 actors.
-  places = int(min(fits, default=resources.get('CPU', 1)) + 1e-3)
+  fits = []
+  if cpus:
+    fits.append(int(resources.get('CPU', 0) / cpus + 1e-3))
+  if gpus:
+    physical = int(resources.get('GPU', 0) + 1e-3)
+    if gpus < 1:
+      fits.append(physical * int(1 / gpus + 1e-3))
+    else:
+      fits.append(physical // math.ceil(gpus - 1e-3))
+  return min(fits, default=int(resources.get('CPU', 1)))
+
+
+def placeable_actors(nodes: list[dict], cpus: float, gpus: float) -> int:
+  """Actors of ``cpus`` CPUs and ``gpus`` GPUs that the alive nodes of ``ray.nodes()``
+  place at once: Ray puts an actor on one node, never across two."""
+  return sum(_actors_on_node(node.get('Resources', {}), cpus, gpus)
+             for node in nodes if node.get('Alive'))
+
+
+def actor_count(nodes: list[dict], cpus: float, gpus: float, max_in_flight: int) -> int:
+  """Actors to start: as many as the nodes place (``placeable_actors``), at most
+  ``max_in_flight`` (0 = no cap). An actor that cannot be placed would never start."""
+  places = placeable_actors(nodes, cpus, gpus)
   if not places:
-    raise ValueError(f'the Ray cluster ({resources}) cannot place one actor of {cpus} CPU '
-                     f'and {gpus} GPU: lower config.ray.cpus_per_trial or gpus_per_trial')
+    resources = [node.get('Resources', {}) for node in nodes if node.get('Alive')]
+    raise ValueError(f'no node of the Ray cluster ({resources}) can place one actor of '
+                     f'{cpus} CPU and {gpus} GPU: lower config.ray.cpus_per_trial or '
+                     'gpus_per_trial')
   if max_in_flight > places:
     logging.warning('config.ray.max_in_flight=%d but the cluster places %d actors: using %d',
                     max_in_flight, places, places)
@@ -247,19 +295,35 @@ def actor_count(resources: dict, cpus: float, gpus: float, max_in_flight: int) -
 
 
 class _ActorPool:
-  """The live actors and the calls each may still take, in one record, so an actor that
-  was replaced is never given work again nor freed back into the pool."""
+  """The actors and the calls each may still take, in one record, so an actor that was
+  replaced is never given work again nor freed back into the pool. An actor takes calls
+  only once it has ``started`` (its process is up on a node): one the cluster cannot
+  place holds no work, and nothing ever waits on it."""
 
   def __init__(self, new_actor: Callable, size: int, calls_per_actor: int):
     self.new_actor, self.calls_per_actor = new_actor, calls_per_actor
-    self.free = {new_actor(): calls_per_actor for _ in range(size)}
+    self.free = {}      # started actor -> calls it may still take
+    self.starting = {}  # actor asked for -> time.time() then
+    for _ in range(size):
+      self.add()
 
   @property
   def actors(self) -> list:
-    return list(self.free)
+    return [*self.free, *self.starting]
+
+  def add(self):
+    actor = self.new_actor()
+    self.starting[actor] = time.time()
+    return actor
+
+  def started(self, actor) -> None:
+    if self.starting.pop(actor, None) is not None:
+      self.free[actor] = self.calls_per_actor
 
   def acquire(self):
-    """The least busy live actor, one of its calls taken; None if all are busy."""
+    """The least busy started actor, one of its calls taken; None if all are busy."""
+    if not self.free:
+      return None
     actor = max(self.free, key=self.free.get)
     if not self.free[actor]:
       return None
@@ -271,11 +335,24 @@ class _ActorPool:
     if actor in self.free:
       self.free[actor] += 1
 
-  def replace(self, dead) -> None:
-    """A fresh worker process in place of one that died (its calls queue until it is up);
-    calls still in flight on the dead one fail on their own, and replace nothing again."""
-    if self.free.pop(dead, None) is not None:
-      self.free[self.new_actor()] = self.calls_per_actor
+  def remove(self, dead) -> bool:
+    """Forgets an actor that died; False if it was already forgotten (a second call of a
+    dead actor failing)."""
+    return (self.free.pop(dead, None) is not None
+            or self.starting.pop(dead, None) is not None)
+
+  def replace(self, dead, room: int):
+    """A fresh worker process in place of one that died, if the cluster has ``room`` for
+    one more actor than the pool keeps (a dead node's actors have none); returns it, or
+    None. Calls still in flight on the dead one fail on their own, and replace nothing."""
+    if self.remove(dead) and len(self.free) + len(self.starting) < room:
+      return self.add()
+    return None
+
+  def unstarted_since(self, seconds: float) -> list:
+    """Actors asked for more than ``seconds`` ago that have not started."""
+    now = time.time()
+    return [actor for actor, since in self.starting.items() if now - since > seconds]
 
 
 class RayExecutor:
@@ -296,24 +373,38 @@ class RayExecutor:
     gpus = ray_config.gpus_per_trial
     if gpus < 0:  # automatic: children_per_device actors share each GPU
       gpus = 1 / config.children_per_device if resources.get('GPU', 0) else 0
-    actors = actor_count(resources, ray_config.cpus_per_trial, gpus, ray_config.max_in_flight)
+    self.cpus, self.gpus = ray_config.cpus_per_trial, gpus
+    self.size = actor_count(ray.nodes(), self.cpus, gpus, ray_config.max_in_flight)
     # Each actor takes its next children while it trains one: they compile meanwhile.
     calls_per_actor = 1 + compile_ahead
     actor_class = ray.remote(_Worker).options(
-        num_cpus=ray_config.cpus_per_trial, num_gpus=gpus, max_concurrency=calls_per_actor,
+        num_cpus=self.cpus, num_gpus=gpus, max_concurrency=calls_per_actor,
         runtime_env={'env_vars': worker_env_vars(gpus)})
+    self.starts = {}  # ready call of an actor not yet started -> the actor
     self.pool = _ActorPool(lambda: actor_class.remote(config, evaluate_fn, compile_ahead),
-                           actors, calls_per_actor)
+                           self.size, calls_per_actor)
+    for actor in self.pool.actors:
+      self._watch_start(actor)
     self.max_retries = ray_config.max_retries
+    errors = ray.exceptions
+    self.worker_died = (errors.RayActorError, errors.WorkerCrashedError,
+                        errors.NodeDiedError, errors.ObjectLostError)
     self.queue = collections.deque()   # (key, block, attempt) not yet started
     self.in_flight = {}                # object ref -> (key, block, actor, attempt)
     self.last_cluster_check = time.time()
+    self.reported_unstarted = set()
+    self.last_death = 'none died'
+    self.actorless_since = None
     logging.info('Ray: %d actors of %s CPU / %s GPU, %d children each at once; cluster %s',
-                 actors, ray_config.cpus_per_trial, gpus, calls_per_actor, resources)
+                 self.size, self.cpus, gpus, calls_per_actor, resources)
 
   @property
   def actors(self) -> list:
     return self.pool.actors
+
+  def _watch_start(self, actor) -> None:
+    if actor is not None:
+      self.starts[actor.__ray_ready__.remote()] = actor
 
   def submit(self, key: str, block: nsc.Block) -> None:
     self.queue.append((key, block, 0))
@@ -329,24 +420,32 @@ class RayExecutor:
 
   def next_result(self, timeout: float | None = None) -> tuple[str, Any] | None:
     """The next evaluation to finish (None after ``timeout`` seconds without one),
-    retrying those whose worker died."""
-    errors = self.ray.exceptions
+    retrying those whose worker died. An exception the evaluate_fn raised is raised here,
+    as the local executor does."""
     deadline = None if timeout is None else time.time() + timeout
     while True:
+      if not self.pool.actors:
+        self._without_actors(None if deadline is None else deadline - time.time())
+        return None
+      self._report_unstarted()
       wait = None if deadline is None else max(0.0, deadline - time.time())
-      ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=wait)
+      ready, _ = self.ray.wait([*self.in_flight, *self.starts], num_returns=1,
+                               timeout=wait)
       if not ready:
         self._check_cluster()
         return None
       ref = ready[0]
+      if ref in self.starts:
+        self._started(ref)
+        continue
       key, block, actor, attempt = self.in_flight.pop(ref)
       try:
         result = self.ray.get(ref)
         self.pool.release(actor)
-      except (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
-              errors.ObjectLostError) as error:
+      except self.worker_died as error:
         self._check_cluster(force=True)
-        self.pool.replace(actor)
+        self.last_death = f'the last died: {_first_line(error)}'
+        self._watch_start(self.pool.replace(actor, self._room()))
         if attempt < self.max_retries:
           logging.warning('worker died evaluating %s (attempt %d), retrying: %s',
                           key, attempt + 1, error)
@@ -355,11 +454,57 @@ class RayExecutor:
           continue
         result = _failed(f'worker died {attempt + 1} times: {type(error).__name__}',
                          transient=True)
-      except errors.RayTaskError as error:
+      except self.ray.exceptions.RayTaskError as error:  # raised by the evaluate_fn itself
         self.pool.release(actor)
-        result = _failed(f'{type(error.cause).__name__}: {error.cause}')
+        if isinstance(error.cause, Exception):
+          raise error.cause from None
+        raise
       self._launch()
       return key, result
+
+  def _started(self, ref) -> None:
+    """An actor's start came back: it takes work now, or it died starting (a node gone,
+    a worker that cannot start) and is dropped."""
+    actor = self.starts.pop(ref)
+    try:
+      self.ray.get(ref)
+    except self.worker_died as error:
+      self.pool.remove(actor)
+      self.last_death = f'the last died starting: {_first_line(error)}'
+      logging.warning('a Ray actor died before it started (%d remain): %s',
+                      len(self.pool.actors), _first_line(error))
+      return
+    self.pool.started(actor)
+    self._launch()
+
+  def _without_actors(self, wait: float | None) -> None:
+    """Every actor died and none could be replaced: ClusterLostError, at once if the
+    cluster is gone, else after NO_ACTOR_SECONDS (it places no actor of ours any more);
+    meanwhile waits up to a second of ``wait``."""
+    self._check_cluster(force=True)
+    self.actorless_since = self.actorless_since or time.time()
+    if time.time() - self.actorless_since > NO_ACTOR_SECONDS:
+      raise ClusterLostError(
+          f'no Ray actor of {self.cpus} CPU / {self.gpus} GPU is left and the cluster '
+          f'places no new one ({self.last_death}); restart the cluster and rerun the '
+          'same command to resume')
+    time.sleep(min(1.0, 1.0 if wait is None else max(0.0, wait)))
+
+  def _room(self) -> int:
+    """Actors the pool may keep now: its size, at most what the alive nodes place."""
+    return min(self.size, placeable_actors(self.ray.nodes(), self.cpus, self.gpus))
+
+  def _report_unstarted(self) -> None:
+    """Warns once about each actor the cluster has not placed in ACTOR_START_SECONDS."""
+    late = [a for a in self.pool.unstarted_since(ACTOR_START_SECONDS)
+            if a not in self.reported_unstarted]
+    if late:
+      self.reported_unstarted.update(late)
+      logging.warning(
+          '%d Ray actors of %s CPU / %s GPU have not started after %d s: the cluster has '
+          'no room for them now; the search goes on with the %d started, and gives them '
+          'work once they start', len(late), self.cpus, self.gpus, ACTOR_START_SECONDS,
+          len(self.pool.free))
 
   def _check_cluster(self, force: bool = False) -> None:
     """Raises ClusterLostError when no Ray node is alive (checked every so often)."""
@@ -369,7 +514,7 @@ class RayExecutor:
     try:
       alive = any(node.get('Alive') for node in self.ray.nodes())
     except Exception as error:  # pylint: disable=broad-except  (any failure: no cluster)
-      alive, why = False, f'{type(error).__name__}: {error}'.splitlines()[0]
+      alive, why = False, _first_line(error)
     else:
       why = 'no node is alive'
     if not alive:

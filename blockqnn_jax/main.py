@@ -81,7 +81,8 @@ def main(argv):
     sys.exit(STOPPED_BY_SIGTERM)
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirBusyError, workdir_lib.NotAWorkdirError,
-          results.DamagedLogError, executors.ClusterLostError) as error:
+          results.DamagedLogError, executors.ClusterLostError,
+          search.AllChildrenFailedError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 

@@ -14,6 +14,14 @@ Results are logged in the order they finish but fed to the agent in the order th
 were sampled, so the agent's state does not depend on how many children ran at once, or
 where: serial, pipelined, several per device or on Ray, a deterministic evaluator gives
 the same search.
+
+Failures: a child that ran and failed (a non-finite loss, out of memory alone, an error
+building or training it) is fed with accuracy 0, the lowest reward. A child that did not
+run (its worker died on every retry: ``transient``) is logged but neither cached nor fed:
+the strategy skips its place in sample order, the same way on a resume. Feeding waits for
+an iteration's first verdict on an architecture (``executors.is_verdict``); an iteration
+without one ends the search with ``AllChildrenFailedError``, before the strategy learns
+anything from it. An exception raised by ``evaluate_fn`` ends the search as it is.
 """
 
 from __future__ import annotations
@@ -46,6 +54,11 @@ _POLL_SECONDS = 0.5  # how often a wait for results looks at the stop request
 
 class SearchStopped(Exception):
   """SIGTERM asked the search to stop; everything finished is on disk, a rerun resumes."""
+
+
+class AllChildrenFailedError(RuntimeError):
+  """No child of an iteration gave a verdict on its architecture (a broken dataset, a
+  worker that cannot run): the strategy would only learn from zeros."""
 
 
 def run_search(config, workdir: str, evaluate_fn: EvaluateFn | None = None, *,
@@ -144,9 +157,10 @@ class _SearchRun:
       self.blocks = [self.strategy.propose()
                      for _ in range(self.strategy.blocks_per_iteration)]
       self.records: list[dict | None] = [None] * len(self.blocks)
-      self.fed, self.rewards = 0, []
+      self.fed, self.rewards, self.has_verdict = 0, [], False
       waiting = self.start_iteration()
       self.collect(waiting, stop_requested)
+      self.stop_without_verdict()
       self.keep_unmatched_results()
       self.strategy.end_iteration()
       self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
@@ -163,7 +177,7 @@ class _SearchRun:
       if self.pending.get(key):  # logged before a restart
         record = self.pending[key].pop(0)
         self.remember(record)
-        self.records[position] = record
+        self.place(position, record)
       elif key in self.cache:
         self.log_new(position, key, self.cache[key], cached=True)
       elif key in waiting:
@@ -186,6 +200,9 @@ class _SearchRun:
       first, *duplicates = waiting.pop(key)
       result = results_lib.normalize_result(
           self.space.to_codes(self.blocks[first]), result)
+      if result.get('transient'):
+        logging.warning('child %s did not run (%s): logged, not fed to the strategy',
+                        self.space.to_codes(self.blocks[first]), result.get('reason'))
       self.log_new(first, key, result, cached=False)
       if duplicates and result.get('transient'):  # not a verdict: evaluate it again
         waiting[key] = duplicates
@@ -207,7 +224,13 @@ class _SearchRun:
     self.lines += 1
     self.done_here += 1
     self.remember(record)
+    self.place(position, record)
+
+  def place(self, position: int, record: dict) -> None:
+    """Puts a logged record in its place in sample order, noting whether it is a verdict
+    (``executors.is_verdict``)."""
     self.records[position] = record
+    self.has_verdict = self.has_verdict or executors.is_verdict(record)
 
   def remember(self, record: dict) -> None:
     """Caches a fresh result as its architecture's verdict, unless it was transient (a
@@ -217,10 +240,27 @@ class _SearchRun:
           k: record[k] for k in record if k not in _PER_SAMPLE_KEYS}
 
   def feed_ready(self) -> None:
-    """Feeds the agent every record whose predecessors in sample order it has had."""
+    """Feeds the agent every record whose predecessors in sample order it has had, once
+    the iteration has a verdict; a child that did not run (transient) is passed over."""
+    if not self.has_verdict:
+      return
     while self.fed < len(self.records) and self.records[self.fed] is not None:
-      self.consume(self.blocks[self.fed], self.records[self.fed])
+      record = self.records[self.fed]
+      if not record.get('transient'):
+        self.consume(self.blocks[self.fed], record)
       self.fed += 1
+
+  def stop_without_verdict(self) -> None:
+    """Raises AllChildrenFailedError, in one line, for an iteration without a verdict."""
+    if self.has_verdict:
+      return
+    first = self.records[0]
+    reason = (str(first.get('reason', '')).strip().splitlines() or ['no reason given'])[0]
+    line = min(record['index'] for record in self.records) + 1
+    raise AllChildrenFailedError(
+        f'every child of iteration {self.iteration + 1} failed, none for its architecture '
+        f'(the first, {first["codes"]}: {reason}); fix the cause, delete line {line} and '
+        f'every line after it from {self.log.path} (or use a new workdir), and rerun')
 
   def consume(self, block: nsc.Block, record: dict) -> None:
     """Feeds a logged record to the agent, TensorBoard and the best block."""

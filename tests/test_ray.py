@@ -15,6 +15,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax.analysis import surrogate
 from configs import default
+from configs import quickstart
 from tests import searches
 
 ray = pytest.importorskip('ray', reason='Ray is optional: pip install -r requirements-ray.txt')
@@ -90,13 +91,16 @@ def test_a_killed_worker_is_retried_and_the_search_completes(tmp_path):
 
 
 def test_a_child_whose_worker_always_dies_is_recorded_failed(tmp_path):
+  """... as a transient failure; with every child of the iteration so, the search stops
+  before its strategy learns from them."""
   config = ray_config()
   config.ray.max_retries = 1
   config.search.epsilon_schedule = ((1.0, 1),)
   config.search.blocks_per_iteration = 2
   marks = tmp_path / 'marks'
   marks.mkdir()
-  search.run_search(config, str(tmp_path / 'work'), Evaluator(str(marks), deaths=99))
+  with pytest.raises(search.AllChildrenFailedError, match='worker died 2 times'):
+    search.run_search(config, str(tmp_path / 'work'), Evaluator(str(marks), deaths=99))
   records = records_of(tmp_path / 'work')
   assert records and all(r['status'] == 'failed' and 'worker died 2 times' in r['reason']
                          and r['transient'] for r in records)
@@ -137,15 +141,13 @@ def fail_deep_blocks(block):
   return surrogate.synthetic_accuracy(block)
 
 
-def test_an_exception_inside_a_child_fails_only_that_child(tmp_path):
-  search.run_search(ray_config(), str(tmp_path), fail_deep_blocks)
-  records = records_of(tmp_path)
-  assert len(records) == 12
-  for record in records:
-    if len(record['codes']) - 1 > 2:
-      assert record['status'] == 'failed' and 'ValueError: refusing a' in record['reason']
-    else:
-      assert record['status'] == 'ok'
+@pytest.mark.parametrize('executor', ['local', 'ray'])
+def test_an_exception_raised_by_evaluate_fn_ends_the_search_on_either_executor(
+    tmp_path, executor):
+  """It is raised as it is, and nothing is logged for its child."""
+  with pytest.raises(ValueError, match=r'^refusing a \d-layer block$'):
+    search.run_search(ray_config(executor), str(tmp_path), fail_deep_blocks)
+  assert all(len(r['codes']) - 1 <= 2 for r in records_of(tmp_path))
 
 
 def test_a_ray_search_ends_like_a_serial_local_one(tmp_path):
@@ -177,26 +179,60 @@ def test_max_in_flight_beyond_the_cluster_still_finishes(tmp_path):
   config = ray_config()
   config.ray.max_in_flight = 6
   config.search.epsilon_schedule = ((1.0, 1),)
-  run = threading.Thread(target=search.run_search, daemon=True,
-                         args=(config, str(tmp_path), Evaluator()))
-  run.start()
-  run.join(timeout=30)
-  assert not run.is_alive(), 'the search stalled'
+  run_briefly(config, tmp_path, Evaluator(), seconds=30)
   assert len(records_of(tmp_path)) == 4
 
 
-@pytest.mark.parametrize('cpus_per_trial, gpus_per_trial, children_per_device, actors', [
-    (1.0, 0, 1, 2),     # one per CPU
-    (0.5, 0, 1, 4),     # one per cpus_per_trial
-    (0.25, -1, 1, 2),   # one per GPU
-    (0.25, -1, 3, 6),   # three share each GPU
-    (0.5, 0.25, 1, 4),  # the CPUs place fewer than the GPUs would
-])
-def test_max_in_flight_0_places_as_many_actors_as_the_cluster_fits(
-    cpus_per_trial, gpus_per_trial, children_per_device, actors):
-  resources = {'CPU': 2.0, 'GPU': 2.0}  # this module's cluster
-  gpus = 1 / children_per_device if gpus_per_trial < 0 else gpus_per_trial
-  assert executors.actor_count(resources, cpus_per_trial, gpus, 0) == actors
+def run_briefly(config, workdir, evaluate_fn, seconds=60):
+  """run_search in a thread; fails the test if it has not ended within ``seconds``."""
+  run = threading.Thread(target=search.run_search, daemon=True,
+                         args=(config, str(workdir), evaluate_fn))
+  run.start()
+  run.join(timeout=seconds)
+  assert not run.is_alive(), 'the search stalled'
+
+
+def test_fractional_gpus_place_only_the_actors_that_fit_one_gpu(tmp_path):
+  """Shares of 0.4 GPU: 2 fit in each of the 2 GPUs, not 2 / 0.4 = 5 (the fifth would
+  never start, and the search wait for its children forever)."""
+  config = ray_config()
+  config.ray.max_in_flight = 0
+  config.ray.cpus_per_trial = 0.25
+  config.ray.gpus_per_trial = 0.4
+  config.search.epsilon_schedule = ((1.0, 1),)
+  config.search.blocks_per_iteration = 8
+  config.search.max_layers = quickstart.get_config().search.max_layers
+  run_briefly(config, tmp_path, surrogate.synthetic_accuracy)
+  assert len(records_of(tmp_path)) == 8
+
+
+@ray.remote(num_cpus=1)
+class Squatter:
+  """Holds a CPU of the cluster, as another job would."""
+
+  def ready(self):
+    return True
+
+
+def test_an_actor_the_cluster_cannot_place_is_given_no_work(tmp_path, monkeypatch):
+  """The cluster counts two 1-CPU actors, but another job holds a CPU: one actor never
+  starts; the search runs on the other, and says that actors are missing."""
+  squatter = Squatter.remote()
+  warnings = []
+  monkeypatch.setattr(executors, 'ACTOR_START_SECONDS', 1)
+  monkeypatch.setattr(executors.logging, 'warning',
+                      lambda message, *args: warnings.append(message % args))
+  try:
+    ray.get(squatter.ready.remote(), timeout=60)
+    config = ray_config()
+    config.ray.max_in_flight = 0
+    config.search.epsilon_schedule = ((1.0, 1),)
+    run_briefly(config, tmp_path, Evaluator())
+  finally:
+    ray.kill(squatter)
+  assert len(records_of(tmp_path)) == 4
+  assert any(' Ray actors of 1.0 CPU / 0.0 GPU have not started after 1 s' in w
+             for w in warnings), warnings
 
 
 def test_every_actor_started_is_placed():

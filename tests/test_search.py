@@ -100,7 +100,7 @@ def test_isomorphic_blocks_are_not_evaluated_twice(data):
 def test_failed_children_get_zero_accuracy_and_the_search_goes_on(tmp_path):
   def evaluate(block):
     if len(block) % 2:
-      return {'accuracy': float('nan'), 'status': 'failed', 'reason': 'loss is nan'}
+      return {'accuracy': float('nan'), 'status': 'failed', 'reason': 'loss became nan in epoch 1'}
     return 0.7
 
   search.run_search(small_config(), str(tmp_path), evaluate)
