@@ -58,8 +58,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  # Orbax narrates every checkpoint at INFO; keep the search's own progress readable.
-  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
+  # Orbax narrates every checkpoint at INFO, and JAX looks for a TPU on every start; keep
+  # the search's own progress (and a config error's one line) readable.
+  logging.get_absl_handler().addFilter(
+      lambda record: 'orbax' not in record.pathname and
+      "Unable to initialize backend 'tpu'" not in record.getMessage())
   workdir = _WORKDIR.value
   try:
     check_config.check_distributed(config)
