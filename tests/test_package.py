@@ -2,7 +2,8 @@
 name and any config file by path, from a directory outside the repository.
 
 The virtualenv sees the system's packages and this pip installs into it, building without
-isolation, so nothing is downloaded (some 7 s of CPU time, most of it two commands importing JAX).
+isolation, so nothing is downloaded (some 7 s of CPU time, most of it two commands
+importing JAX).
 """
 
 import importlib.util
