@@ -98,8 +98,8 @@ def test_report_lists_each_architecture_once_with_its_latest_result(tmp_path, ca
     log.writelines(json.dumps({**r, 'codes': [[1, 4, 0, 0, 0], [2, 7, 0, 0, 0]], 'index': i,
                                'iteration': 0}) + '\n' for i, r in enumerate(records))
   report.run([str(tmp_path)])
-  assert [(r['hash'], r['reward']) for r in report.children(str(tmp_path))] == [
-      ('a', 0.7), ('b', 0.45)]
+  assert [(r['hash'], r['reward'], r['index']) for r in report.children(str(tmp_path))] == [
+      ('a', 0.7, 3), ('b', 0.45, 1)]
   output = capsys.readouterr().out
   assert 'no FLOPs in the log' in output and not (tmp_path / 'pareto.png').exists()
 
