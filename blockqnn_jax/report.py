@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from blockqnn_jax import results
@@ -93,6 +94,7 @@ def plot_pareto(rows: list[dict], path: str) -> None:
             drawstyle='steps-post',
             color='tab:red', markersize=5, label=f'Pareto front ({len(front)})')
   axes.set_xscale('log')
+  axes.xaxis.set_minor_formatter(ticker.NullFormatter())  # labels on the decades alone
   axes.set_xlabel('FLOPs of the network')
   axes.set_ylabel('validation accuracy')
   axes.legend(loc='best')
