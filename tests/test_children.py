@@ -46,8 +46,8 @@ class Evaluator:
     self.calls += 1
     if self.calls == self.crash_at:
       raise Crash()
-    return {'accuracy': surrogate.synthetic_accuracy(block), 'flops': block.flops(32, 32, 8),
-            'params': 1000 + 7 * len(block), 'prepare_seconds': 0.25, 'train_seconds': 1.5,
+    return {'accuracy': surrogate.synthetic_accuracy(block),
+            'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block), 'prepare_seconds': 0.25, 'train_seconds': 1.5,
             'eval_seconds': 0.125}
 
 
@@ -145,8 +145,8 @@ def test_each_trained_child_is_a_tensorboard_hparams_session(tmp_path):
   search.run_search(search_config(), str(tmp_path), Evaluator())
   trained = [r for r in logged(tmp_path) if not r['cached']]
   experiment, groups = hparams_sessions(tmp_path)
-  assert sorted(h.name for h in experiment.hparam_infos) == sorted(
-      ['codes', 'hash', 'depth', 'conv', 'max_pool', 'avg_pool', 'identity', 'add', 'concat'])
+  assert sorted(h.name for h in experiment.hparam_infos) == sorted([
+      'codes', 'hash', 'depth', 'conv', 'max_pool', 'avg_pool', 'identity', 'add', 'concat'])
   assert [m.name.tag for m in experiment.metric_infos] == [
       'child/accuracy', 'child/reward', 'child/flops', 'child/params', 'child/seconds']
   sessions = {group.name: group for group in groups}
