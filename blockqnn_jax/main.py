@@ -113,15 +113,13 @@ def resolve_config(argv: list[str]) -> list[str]:
   """
   argv = list(argv)
   for i, arg in enumerate(argv):
-    match = re.fullmatch(r'--?config(=(.*))?', arg)
-    if not match:
+    flag, equals, value = arg.partition('=')
+    if flag not in ('--config', '-config'):
       continue
-    if match.group(1) is None:  # --config VALUE
-      if i + 1 == len(argv):
-        break
-      i, value = i + 1, argv[i + 1]
-    else:
-      value = match.group(2)
+    where = i if equals else i + 1  # --config=VALUE or --config VALUE
+    if where == len(argv):
+      break
+    value = value if equals else argv[where]
     path, colon, variant = value.partition(':')
     if os.path.isfile(path):
       break
@@ -129,8 +127,7 @@ def resolve_config(argv: list[str]) -> list[str]:
     if path not in shipped:
       sys.exit(f'error: --config={value}: no config file {path!r} and no shipped config of '
                f'that name; give a path or one of {", ".join(shipped)}')
-    argv[i] = shipped[path] + colon + variant if match.group(1) is None else (
-        f'{arg.split("=", 1)[0]}={shipped[path]}{colon}{variant}')
+    argv[where] = (f'{flag}=' if equals else '') + shipped[path] + colon + variant
     break
   return argv
 
@@ -145,7 +142,8 @@ def _innermost_message(error: BaseException) -> str:
 
 def unknown_field_message(error: BaseException, argv: list[str]) -> str:
   """One line for an override of a field the config does not have, with ml_collections'
-  "did you mean" suggestion where it has one."""
+  "did you mean" suggestion where it has one (or for the error's first line, when no
+  override names the missing field)."""
   text = _innermost_message(error)
   key = text.splitlines()[0].strip('\'"') if text else ''
   suggestion = re.search(r'Did you mean "([^"]+)"', text)
@@ -157,7 +155,8 @@ def unknown_field_message(error: BaseException, argv: list[str]) -> str:
       parts = path.group(1).split('.')
       parent = '.'.join(['config'] + parts[:parts.index(key)])
       return f'error: --config.{path.group(1)}: {parent} has no field {key!r}{hint}'
-  return f'error: config has no field {key!r}{hint}'
+  # Not an override's field: an error in the config file itself.
+  return f'error: --config: {type(error).__name__}: {text.splitlines()[0] if text else ""}'
 
 
 def parse_flags(argv: list[str]) -> list[str]:
