@@ -2,7 +2,7 @@
 name and any config file by path, from a directory outside the repository.
 
 The virtualenv sees the system's packages and this pip installs into it, building without
-isolation, so nothing is downloaded (some 7 s of CPU time, most of it two commands
+isolation, so nothing is downloaded (some 9 s of CPU time, most of it three commands
 importing JAX).
 """
 
@@ -64,6 +64,7 @@ def test_pip_install_gives_the_blockqnn_command_with_its_configs(tmp_path):
       'by name': [blockqnn, '--config=cifar10:smoke', '--workdir=w',
                   '--config.early_stop.epochs=-2'],
       'by path': [blockqnn, '--workdir', 'w', '--config', 'my_config.py'],
+      'variant': [blockqnn, '--config=cifar100:huge', '--workdir=w'],
   }
   runs = {name: subprocess.Popen(command, cwd=elsewhere, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -71,6 +72,10 @@ def test_pip_install_gives_the_blockqnn_command_with_its_configs(tmp_path):
   outputs = {name: run.communicate() + (run.returncode,) for name, run in runs.items()}
   assert outputs['by name'][1].strip() == CHECK_ERROR
   assert outputs['by path'][1].strip() == CHECK_ERROR.replace('-2', '-3')
+  assert outputs['variant'][1].startswith('error: flag --config=')
+  assert outputs['variant'][1].endswith(
+      "/configs/cifar100.py:huge: ValueError: unknown variant 'huge' of the CIFAR configs, "
+      "allowed: 'smoke', 'paper_agent'\n")
   assert all(code == 1 for _, _, code in outputs.values())
   assert not (elsewhere / 'w').exists()
 
