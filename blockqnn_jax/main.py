@@ -1,12 +1,17 @@
-"""Command line: ``python -m blockqnn_jax.main --config=configs/cifar10.py --workdir=DIR``.
+"""Command line: ``blockqnn --config=cifar10 --workdir=DIR`` (the same as ``python -m
+blockqnn_jax.main``), and ``blockqnn report WORKDIR`` (``blockqnn_jax.report``).
 
-Any config field can be overridden, e.g. ``--config.search.max_layers=10``; a config file
-may take a variant, e.g. ``--config=configs/cifar10.py:smoke``. The config is checked
-before any work starts: a mistake exits with one line naming the field. Rerunning the same
-command with the same ``--workdir`` resumes the search where it stopped.
+``--config`` takes a config file's path or the name of a shipped config (``configs/``:
+quickstart, cifar10, cifar100, default), either with a variant, e.g. ``cifar10:smoke``.
+Any config field can be overridden, e.g. ``--config.search.max_layers=10``. The config is
+checked before any work starts: a mistake (an unknown field, a missing config file, a bad
+value) exits with one line naming it. Rerunning the same command with the same
+``--workdir`` resumes the search where it stopped.
 """
 
 import json
+import os
+import re
 import sys
 
 from absl import app
@@ -15,9 +20,11 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+import configs
 from blockqnn_jax import check_config
 from blockqnn_jax import distributed
 from blockqnn_jax import executors
+from blockqnn_jax import report
 from blockqnn_jax import results
 from blockqnn_jax import search
 from blockqnn_jax import workdir as workdir_lib
@@ -25,7 +32,9 @@ from blockqnn_jax import workdir as workdir_lib
 # Exit status after SIGTERM: the shell's convention for a process ended by that signal.
 STOPPED_BY_SIGTERM = 128 + 15
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A config file, or a shipped config by name (quickstart, cifar10, '
+    'cifar100, default); a variant after a colon, e.g. cifar10:smoke.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for results, checkpoints and '
                                'TensorBoard events (tensorboard --logdir DIR).')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
@@ -49,8 +58,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  # Orbax narrates every checkpoint at INFO; keep the search's own progress readable.
-  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
+  # Orbax narrates every checkpoint at INFO, and JAX looks for a TPU on every start; keep
+  # the search's own progress (and a config error's one line) readable.
+  logging.get_absl_handler().addFilter(
+      lambda record: 'orbax' not in record.pathname and
+      "Unable to initialize backend 'tpu'" not in record.getMessage())
   workdir = _WORKDIR.value
   try:
     check_config.check_distributed(config)
@@ -87,5 +99,89 @@ def main(argv):
   print_summary(summary)
 
 
+def shipped_configs() -> dict[str, str]:
+  """Name -> path of each config file shipped in the ``configs`` package."""
+  directory = os.path.dirname(os.path.abspath(configs.__file__))
+  return {name[:-3]: os.path.join(directory, name) for name in sorted(os.listdir(directory))
+          if name.endswith('.py') and not name.startswith('_')}
+
+
+def resolve_config(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config=NAME[:variant]`` turned into the shipped config's path.
+
+  A path that exists is kept (a file wins over a shipped name); neither a file nor a
+  shipped name exits with one line.
+  """
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    flag, equals, value = arg.partition('=')
+    if flag not in ('--config', '-config'):
+      continue
+    where = i if equals else i + 1  # --config=VALUE or --config VALUE
+    if where == len(argv):
+      break
+    value = value if equals else argv[where]
+    path, colon, variant = value.partition(':')
+    if os.path.isfile(path):
+      break
+    shipped = shipped_configs()
+    if path not in shipped:
+      sys.exit(f'error: --config={value}: no config file {path!r} and no shipped config of '
+               f'that name; give a path or one of {", ".join(shipped)}')
+    argv[where] = (f'{flag}=' if equals else '') + shipped[path] + colon + variant
+    break
+  return argv
+
+
+def _innermost_message(error: BaseException) -> str:
+  """The text of an error that may wrap another as its argument (ml_collections wraps a
+  KeyError in an AttributeError)."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  return str(error.args[0]) if error.args else str(error)
+
+
+def unknown_field_message(error: BaseException, argv: list[str]) -> str:
+  """One line for an override of a field the config does not have, with ml_collections'
+  "did you mean" suggestion where it has one (or for the error's first line, when no
+  override names the missing field)."""
+  text = _innermost_message(error)
+  key = text.splitlines()[0].strip('\'"') if text else ''
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else (
+      '; every field is in configs/default.py')
+  for arg in argv:
+    path = re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', arg)
+    if path and key in path.group(1).split('.'):
+      parts = path.group(1).split('.')
+      parent = '.'.join(['config'] + parts[:parts.index(key)])
+      return f'error: --config.{path.group(1)}: {parent} has no field {key!r}{hint}'
+  # Not an override's field: an error in the config file itself.
+  return f'error: --config: {type(error).__name__}: {text.splitlines()[0] if text else ""}'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses the command line; any config mistake exits with one line, no traceback."""
+  argv = resolve_config(argv)
+  sys.argv = argv  # ml_collections finds the --config.* overrides in sys.argv
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:  # an override of a field that is not there
+    sys.exit(unknown_field_message(error, argv))
+  except flags.Error as error:
+    # A config file's get_config error arrives as its whole traceback: keep its last line.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = lines[0].split(': Error whilst parsing config file')[0] + ': '
+    sys.exit(f'error: {where if len(lines) > 1 else ""}{lines[-1]}')
+
+
+def run() -> None:
+  """The ``blockqnn`` console script: ``blockqnn report ...`` or a run of ``main``."""
+  if sys.argv[1:2] == ['report']:
+    report.run(sys.argv[2:])
+    return
+  app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

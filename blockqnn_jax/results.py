@@ -62,8 +62,10 @@ class ResultsLog:
     self._file.close()
 
 
-def read_results(workdir: str) -> list[dict]:
-  """All complete records of ``results.jsonl``; a torn last line (a killed write) is cut off.
+def read_results(workdir: str, *, read_only: bool = False) -> list[dict]:
+  """All complete records of ``results.jsonl``; a torn last line (a killed write) is cut off,
+  from the file too unless ``read_only`` (a reader beside a running search, whose last line
+  may be a write in progress).
 
   Raises DamagedLogError for a damaged line before the last.
   """
@@ -84,7 +86,7 @@ def read_results(workdir: str) -> list[dict]:
       break
     records.append(record)
     good_bytes += len(line) + 1
-  if good_bytes != os.path.getsize(path):
+  if not read_only and good_bytes != os.path.getsize(path):
     logging.warning('%s: cutting off a torn last line (a write that was killed)', path)
     with open(path, 'r+b') as f:
       f.truncate(good_bytes)

@@ -22,7 +22,7 @@ LAYERS = (
     ('executors',),
     ('search', 'train_final', 'transfer'),
     ('check_config',),
-    ('main',),
+    ('main', 'report'),
 )
 MODES = ('search', 'train_final', 'transfer')
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}

@@ -83,6 +83,29 @@ def test_the_command_line_exits_with_one_line_before_any_work(tmp_path):
   assert not (tmp_path / 'work').exists()
 
 
+@pytest.mark.parametrize('flag, message', [
+    ('--config.search.strategi=random', "error: --config.search.strategi: config.search "
+     "has no field 'strategi'; did you mean 'strategy'?"),
+    ('--config=configs/no_such_config.py', "error: --config=configs/no_such_config.py: no "
+     "config file 'configs/no_such_config.py' and no shipped config of that name; give a "
+     'path or one of cifar10, cifar100, default, quickstart'),
+    ('--config=cifar1O:smoke', "error: --config=cifar1O:smoke: no config file 'cifar1O' "
+     'and no shipped config of that name; give a path or one of cifar10, cifar100, '
+     'default, quickstart'),
+])
+def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path, flag, message):
+  command = [sys.executable, '-m', 'blockqnn_jax.main', '--config=configs/quickstart.py',
+             f'--workdir={tmp_path / "work"}']
+  if flag.startswith('--config='):
+    command[3] = flag
+  else:
+    command.append(flag)
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert result.stderr.strip() == message
+  assert not (tmp_path / 'work').exists()
+
+
 def test_config_variants_load():
   from configs import cifar10, cifar100, quickstart  # pylint: disable=g-import-not-at-top
   smoke = cifar10.get_config('smoke')
