@@ -76,8 +76,9 @@ def get_config():
   config.block = ''
 
   config.search = ml_collections.ConfigDict()
-  # 'qlearning' (paper: epsilon-greedy Q-learning), or a baseline: 'random' or
-  # 'evolution' (regularized evolution, Real et al. AAAI 2019).
+  # 'qlearning' (paper: epsilon-greedy Q-learning), or a baseline: 'random',
+  # 'evolution' (regularized evolution, Real et al. AAAI 2019) or 'local_search' (White
+  # et al. 2020: climbs through one-mutation neighbours, restarts at local optima).
   config.search.strategy = 'qlearning'
   # (epsilon, iterations) pairs. About 178 iterations: paper (secondary sources); 64 blocks
   # per iteration (11,392 blocks): reported, unconfirmed. The split over epsilons: ours,

@@ -16,7 +16,7 @@ LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
      'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
     ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
-     'strategies.evolution', 'strategies.driver', 'strategies'),
+     'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),

@@ -22,7 +22,7 @@ from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
 
 # 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
-STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution')
+STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 
