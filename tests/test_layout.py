@@ -15,7 +15,8 @@ PACKAGE = 'blockqnn_jax'
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
      'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
-    ('agent',),
+    ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
+     'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),
@@ -33,10 +34,18 @@ def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
   return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
 
 
+def is_module(dotted: str) -> bool:
+  """Whether ``dotted`` names a module or package of this repository."""
+  path = ROOT.joinpath(*dotted.split('.'))
+  return path.with_suffix('.py').is_file() or (path / '__init__.py').is_file()
+
+
 def imported(path: pathlib.Path) -> set[str]:
   """Every module ``path`` imports, at the top or inside a function, in full dotted form;
-  ``from package import name`` counts as importing ``package.name``, and a relative import
-  is resolved against the package ``path`` is in."""
+  ``from package import name`` counts as importing ``package.name``, and ``package`` too
+  unless every name is one of its modules (a package's ``__init__`` may gather its
+  modules, a registry, without a circle with a module that imports a sibling through the
+  package); a relative import is resolved against the package ``path`` is in."""
   package = path.parent.relative_to(ROOT).parts
   names = set()
   for node in ast.walk(ast.parse(path.read_text())):
@@ -45,8 +54,10 @@ def imported(path: pathlib.Path) -> set[str]:
     elif isinstance(node, ast.ImportFrom):
       base = list(package[:len(package) - node.level + 1]) if node.level else []
       module = '.'.join(base + ([node.module] if node.module else []))
-      names.add(module)
-      names.update(f'{module}.{alias.name}' for alias in node.names)
+      members = {f'{module}.{alias.name}' for alias in node.names}
+      names.update(members)
+      if not all(is_module(member) for member in members):
+        names.add(module)
   return names
 
 
