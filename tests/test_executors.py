@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent
 from blockqnn_jax import checkpoint
 from blockqnn_jax import child
 from blockqnn_jax import executors
 from blockqnn_jax import nsc
 from blockqnn_jax import results
 from blockqnn_jax import search
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import surrogate
 from tests import searches
 from tests.interrupt import Crash
@@ -338,7 +338,7 @@ class DiesOnSome:
 def spy_on_feedback(monkeypatch, config):
   """The (hash, reward) pairs the search's strategy is fed, in order."""
   fed = []
-  strategy_class = type(agent.make_strategy(config.search, config.seed))
+  strategy_class = type(strategies.make_strategy(config.search, config.seed))
   original = strategy_class.feedback
 
   def feedback(self, arch, reward):
