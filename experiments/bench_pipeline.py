@@ -1,14 +1,27 @@
 """Images/second of the Grain training input pipeline of ``mode=transfer_imagenet``.
 
 Reads, decodes, random-resized-crops, flips, batches and puts on the devices the training
-split of a TFDS dataset (a name, or the directory of a prepared copy) for ``--batches``
-batches after one warm-up batch, with ``--workers`` Grain worker processes:
+split of a dataset (a TFDS name, the directory of a prepared TFDS copy, an image folder or
+a .npz) for ``--batches`` batches after one warm-up batch, with ``--workers`` Grain worker
+processes:
 
   python -m experiments.bench_pipeline --dataset=jpeg_mock --image_size=224 --workers=2
   python -m experiments.bench_pipeline --dataset=../shared/data/tfds/cifar10/3.0.2 --image_size=64
 
 ``--dataset=jpeg_mock`` serves ImageNet-sized JPEGs (400x350, 60-110 KB, made from CIFAR-10
 images upscaled with added noise) from memory. The last line printed is a JSON object.
+
+An image folder against the same images in TFDS form (docs/running.md, "Your own data"):
+
+  python -m experiments.bench_pipeline --write_folder=/tmp/jpegs --mock_images=10000 --mock_size=224
+  python -m experiments.bench_pipeline --dataset=/tmp/jpegs --write_tfds=/tmp/jpegs_tfds
+  python -m experiments.bench_pipeline --dataset=/tmp/jpegs --batches=60
+  python -m experiments.bench_pipeline --dataset=/tmp/jpegs_tfds/jpegs/1.0.0 --batches=60
+
+``--write_folder`` writes ``jpeg_mock``'s JPEGs (at ``--mock_size``, square) as
+DIR/train/CLASS/NNNNN.JPEG; ``--write_tfds`` writes a folder's images, their JPEG
+bytes unchanged, as a TFDS array_record dataset (what ``tfds.folder_dataset.ImageFolder``
+would make, without TensorFlow).
 """
 
 import io
@@ -22,6 +35,8 @@ import numpy as np
 from PIL import Image
 
 from blockqnn_jax import data as data_lib
+from blockqnn_jax import images
+from blockqnn_jax import own_data
 from blockqnn_jax import streaming_input
 from blockqnn_jax.analysis import benchmarking
 from configs import default
@@ -36,12 +51,18 @@ _BATCH = flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
 _BATCHES = flags.DEFINE_integer('batches', 40, 'Batches to time (after one warm-up).')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes (0 = in process).')
 _MOCK_IMAGES = flags.DEFINE_integer('mock_images', 512, f'JPEGs that {JPEG_MOCK} makes.')
+_MOCK_SIZE = flags.DEFINE_integer('mock_size', 0, 'Side of the JPEGs made (0 = 400x350).')
+_WRITE_FOLDER = flags.DEFINE_string(
+    'write_folder', '', f'Write {JPEG_MOCK} JPEGs as an image folder here, then exit.')
+_WRITE_TFDS = flags.DEFINE_string(
+    'write_tfds', '', 'Write the images of the --dataset folder as a TFDS array_record '
+    'dataset here, then exit.')
 
 
-def jpeg_mock(count: int) -> list[dict]:
+def jpeg_mock(count: int, size: int = 0) -> list[dict]:
   """``count`` ImageNet-sized JPEG records: CIFAR-10 training images upscaled to 400x350
-  with Gaussian noise (sigma 22-40 per image), so each file holds ImageNet-like detail
-  (60-110 KB)."""
+  (``size`` x ``size`` if given) with Gaussian noise (sigma 22-40 per image), so each file
+  holds ImageNet-like detail (60-110 KB at 400x350)."""
   config = default.get_config()
   config.dataset = CIFAR10_DIR
   cifar = streaming_input.open_dataset(config)[0]['train']
@@ -49,8 +70,9 @@ def jpeg_mock(count: int) -> list[dict]:
   records = []
   for i in range(count):
     record = cifar[i]
-    pixels = streaming_input.decode(record['image'])
-    large = np.asarray(Image.fromarray(pixels).resize((400, 350), Image.BICUBIC), np.float32)
+    pixels = images.decode(record['image'])
+    large = np.asarray(Image.fromarray(pixels).resize((size, size) if size else (400, 350),
+                                                      Image.BICUBIC), np.float32)
     noise = rng.normal(0, rng.uniform(22, 40), large.shape)
     noisy = np.clip(large + noise, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
@@ -59,10 +81,59 @@ def jpeg_mock(count: int) -> list[dict]:
   return records
 
 
+def write_folder(directory: str, records: list[dict]) -> None:
+  """``records`` as DIRECTORY/train/CLASS/NNNNN.JPEG (ImageNet's upper-case extension)."""
+  for i, record in enumerate(records):
+    class_dir = os.path.join(directory, 'train', f'class_{record["label"]:02d}')
+    os.makedirs(class_dir, exist_ok=True)
+    with open(os.path.join(class_dir, f'{i:05d}.JPEG'), 'wb') as file:
+      file.write(record['image'])
+
+
+def write_tfds(folder: str, directory: str, shape=(None, None, 3)) -> str:
+  """An image folder's training and held-out (test) images as a TFDS array_record dataset
+  under DIRECTORY, their bytes unchanged (``shape``: the images' shape, None where it
+  varies); returns its version directory."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  tfds = data_lib.import_tfds()
+  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
+  classes, *splits = own_data.folder_files(folder, own_data.TEST_FOLDERS)
+  name = os.path.basename(os.path.normpath(folder))
+  version_dir = os.path.join(directory, name, '1.0.0')
+  os.makedirs(version_dir, exist_ok=True)
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=shape, encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(names=list(classes))})
+  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+  split_infos = []
+  for split, paths, labels in (('train', *splits[:2]), ('test', *splits[2:])):
+    writer = array_record_module.ArrayRecordWriter(
+        os.path.join(version_dir, f'{name}-{split}.array_record-00000-of-00001'),
+        'group_size:1')  # TFDS's own setting for random access
+    for path, label in zip(paths, labels):
+      with open(path, 'rb') as file:
+        writer.write(serializer.serialize_example(
+            features.encode_example({'image': file.read(), 'label': int(label)})))
+    writer.close()
+    split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(paths)],
+                                           num_bytes=0))
+  tfds.folder_dataset.write_metadata(
+      data_dir=version_dir, features=features, split_infos=split_infos,
+      filename_template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}', check_data=False)
+  return version_dir
+
+
 def main(argv):
   del argv
+  if _WRITE_FOLDER.value:
+    write_folder(_WRITE_FOLDER.value, jpeg_mock(_MOCK_IMAGES.value, _MOCK_SIZE.value))
+    print(f'wrote {_MOCK_IMAGES.value} JPEGs under {_WRITE_FOLDER.value}/train')
+    return
+  if _WRITE_TFDS.value:
+    print(f'wrote {write_tfds(_DATASET.value, _WRITE_TFDS.value)}')
+    return
   if _DATASET.value == JPEG_MOCK:
-    source = jpeg_mock(_MOCK_IMAGES.value)
+    source = jpeg_mock(_MOCK_IMAGES.value, _MOCK_SIZE.value)
     sizes = [len(r['image']) / 1e3 for r in source]
     print(f'{len(source)} JPEGs, {min(sizes):.0f}-{max(sizes):.0f} KB, '
           f'mean {np.mean(sizes):.0f} KB')

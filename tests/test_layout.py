@@ -14,7 +14,8 @@ PACKAGE = 'blockqnn_jax'
 # Bottom to top. A module may import modules of its own layer (without a circle) or below.
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
-     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
+     'reward', 'search_space', 'draw', 'summaries', 'models', 'images', 'own_data', 'data',
+     'streaming_input'),
     ('agent',),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
