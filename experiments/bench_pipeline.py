@@ -20,8 +20,8 @@ An image folder against the same images in TFDS form (docs/running.md, "Your own
 
 ``--write_folder`` writes ``jpeg_mock``'s JPEGs (at ``--mock_size``, square) as
 DIR/train/CLASS/NNNNN.JPEG; ``--write_tfds`` writes a folder's images, their JPEG
-bytes unchanged, as a TFDS array_record dataset (what ``tfds.folder_dataset.ImageFolder``
-would make, without TensorFlow).
+bytes unchanged, as a TFDS array_record dataset (the layout TFDS's builders write, here
+without TensorFlow).
 """
 
 import io

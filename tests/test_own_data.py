@@ -176,6 +176,12 @@ def test_a_tfds_directory_is_searched_as_its_name_would_be(formats):
 # --- Bad input: one line at start-up ---------------------------------------------------
 
 
+def test_image_size_is_checked_at_start_up(formats):
+  config = tiny_config(formats['npz'])
+  config.image_size = 4
+  assert 'config.image_size=4 is not allowed: an integer >= 8' in one_line_error(config)
+
+
 def one_line_error(config) -> str:
   with pytest.raises(check_config.ConfigError) as error:
     check_config.check_config(config)
