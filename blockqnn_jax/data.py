@@ -312,12 +312,23 @@ def import_tfds():
   return tfds
 
 
+def tfds_directory_builder(path: str):
+  """The builder of the prepared TFDS dataset in directory ``path`` (its version
+  directory, holding dataset_info.json)."""
+  tfds = import_tfds()
+  try:
+    return tfds.builder_from_directory(os.path.expanduser(path))
+  except Exception as e:  # pylint: disable=broad-except  (TFDS raises several kinds)
+    raise DatasetNotFoundError(
+        f'{path}: not a readable TFDS directory ({own_data.one_line(e)})') from None
+
+
 def _tfds_builder(name, data_dir):
   """The builder of a prepared TFDS image-classification dataset (a name, or the
   directory of a prepared copy); never downloads."""
   tfds = import_tfds()
   if own_data.dataset_kind(name) == own_data.TFDS_DIRECTORY:
-    builder = tfds.builder_from_directory(os.path.expanduser(name))
+    builder = tfds_directory_builder(name)
   else:
     try:
       builder = tfds.builder(name, data_dir=data_dir)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import os
 
 from absl import flags
 import grain
@@ -55,7 +54,7 @@ def open_dataset(config) -> tuple[dict, int]:
     return own_data.streaming_sources(config.dataset)
   tfds = data_lib.import_tfds()
   if kind == own_data.TFDS_DIRECTORY:
-    builder = tfds.builder_from_directory(os.path.expanduser(config.dataset))
+    builder = data_lib.tfds_directory_builder(config.dataset)
     read = builder.as_data_source
   else:
     builder = tfds.builder(config.dataset, data_dir=data_lib.tfds_data_dir(config))

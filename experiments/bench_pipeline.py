@@ -19,9 +19,8 @@ An image folder against the same images in TFDS form (docs/running.md, "Your own
   python -m experiments.bench_pipeline --dataset=/tmp/jpegs_tfds/jpegs/1.0.0 --batches=60
 
 ``--write_folder`` writes ``jpeg_mock``'s JPEGs (at ``--mock_size``, square) as
-DIR/train/CLASS/NNNNN.JPEG; ``--write_tfds`` writes a folder's images, their JPEG
-bytes unchanged, as a TFDS array_record dataset (the layout TFDS's builders write, here
-without TensorFlow).
+DIR/train/CLASS/NNNNN.JPEG; ``--write_tfds`` writes a folder's images, their bytes
+unchanged, as a TFDS array_record dataset (``blockqnn_jax.prepare_dataset``).
 """
 
 import io
@@ -36,7 +35,7 @@ from PIL import Image
 
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import images
-from blockqnn_jax import own_data
+from blockqnn_jax import prepare_dataset
 from blockqnn_jax import streaming_input
 from blockqnn_jax.analysis import benchmarking
 from configs import default
@@ -90,39 +89,6 @@ def write_folder(directory: str, records: list[dict]) -> None:
       file.write(record['image'])
 
 
-def write_tfds(folder: str, directory: str, shape=(None, None, 3)) -> str:
-  """An image folder's training and held-out (test) images as a TFDS array_record dataset
-  under DIRECTORY, their bytes unchanged (``shape``: the images' shape, None where it
-  varies); returns its version directory."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  tfds = data_lib.import_tfds()
-  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
-  classes, *splits = own_data.folder_files(folder, own_data.TEST_FOLDERS)
-  name = os.path.basename(os.path.normpath(folder))
-  version_dir = os.path.join(directory, name, '1.0.0')
-  os.makedirs(version_dir, exist_ok=True)
-  features = tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=shape, encoding_format='jpeg'),
-      'label': tfds.features.ClassLabel(names=list(classes))})
-  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
-  split_infos = []
-  for split, paths, labels in (('train', *splits[:2]), ('test', *splits[2:])):
-    writer = array_record_module.ArrayRecordWriter(
-        os.path.join(version_dir, f'{name}-{split}.array_record-00000-of-00001'),
-        'group_size:1')  # TFDS's own setting for random access
-    for path, label in zip(paths, labels):
-      with open(path, 'rb') as file:
-        writer.write(serializer.serialize_example(
-            features.encode_example({'image': file.read(), 'label': int(label)})))
-    writer.close()
-    split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(paths)],
-                                           num_bytes=0))
-  tfds.folder_dataset.write_metadata(
-      data_dir=version_dir, features=features, split_infos=split_infos,
-      filename_template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}', check_data=False)
-  return version_dir
-
-
 def main(argv):
   del argv
   if _WRITE_FOLDER.value:
@@ -130,7 +96,7 @@ def main(argv):
     print(f'wrote {_MOCK_IMAGES.value} JPEGs under {_WRITE_FOLDER.value}/train')
     return
   if _WRITE_TFDS.value:
-    print(f'wrote {write_tfds(_DATASET.value, _WRITE_TFDS.value)}')
+    print(f'wrote {prepare_dataset.write_tfds(_DATASET.value, _WRITE_TFDS.value)}')
     return
   if _DATASET.value == JPEG_MOCK:
     source = jpeg_mock(_MOCK_IMAGES.value, _MOCK_SIZE.value)

@@ -23,7 +23,7 @@ LAYERS = (
     ('executors',),
     ('search', 'train_final', 'transfer'),
     ('check_config',),
-    ('main',),
+    ('main', 'prepare_dataset'),
 )
 MODES = ('search', 'train_final', 'transfer')
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}

@@ -15,12 +15,12 @@ from PIL import Image
 from blockqnn_jax import check_config
 from blockqnn_jax import data
 from blockqnn_jax import own_data
+from blockqnn_jax import prepare_dataset
 from blockqnn_jax import search
 from blockqnn_jax import streaming_input
 from blockqnn_jax import train_final
 from blockqnn_jax import transfer
 from configs import default
-from experiments import bench_pipeline
 from tests.common import ROOT
 from tests.common import SMALL
 
@@ -72,7 +72,7 @@ def formats(tmp_path_factory):
   root = tmp_path_factory.mktemp('datasets')
   folder = write_folder(root / 'folder')
   square = write_folder(root / 'square', size=(8, 8))
-  tfds_dir = bench_pipeline.write_tfds(str(square), str(root / 'tfds'), shape=(8, 8, 3))
+  tfds_dir = prepare_dataset.write_tfds(str(square), str(root / 'tfds'))
   return {'folder': folder, 'npz': write_npz(root / 'arrays.npz'), 'tfds': tfds_dir}
 
 
@@ -173,6 +173,29 @@ def test_a_tfds_directory_is_searched_as_its_name_would_be(formats):
   np.testing.assert_array_equal(np.bincount(dataset.test_labels), [2, 2, 2])
 
 
+def test_prepare_dataset_keeps_colour_jpegs_and_makes_every_record_rgb(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  colour = coloured(0, 8, 8, seed=0)
+  save(tmp_path / 'train' / 'a' / 'colour.jpg', colour, 'JPEG')
+  save(tmp_path / 'train' / 'a' / 'grey.JPG', colour[..., 0], 'JPEG')
+  save(tmp_path / 'train' / 'b' / 'grey.png', colour[..., 0], 'PNG')
+  Image.new('CMYK', (8, 8), (0, 255, 0, 0)).save(tmp_path / 'train' / 'b' / 'cmyk.jpeg')
+  save(tmp_path / 'test' / 'a' / 'colour.png', colour, 'PNG')
+  save(tmp_path / 'test' / 'b' / 'grey.png', colour[..., 0], 'PNG')
+  prepare_dataset.main(['prepare_dataset', str(tmp_path), str(tmp_path / 'out')])
+  builder = tfds.builder_from_directory(str(tmp_path / 'out' / tmp_path.name / '1.0.0'))
+  assert builder.info.features['image'].shape == (8, 8, 3)
+  for split, count in (('train', 4), ('test', 2)):
+    source = builder.as_data_source(split)
+    assert len(source) == count
+    assert all(source[i]['image'].shape == (8, 8, 3) for i in range(count))
+  stored = builder.as_data_source('train', decoders={'image': tfds.decode.SkipDecoding()})
+  assert (tmp_path / 'train' / 'a' / 'colour.jpg').read_bytes() in {
+      bytes(stored[i]['image']) for i in range(4)}
+  with pytest.raises(SystemExit, match=f'error: {tmp_path / "out"}: holds no dataset'):
+    prepare_dataset.main(['prepare_dataset', str(tmp_path / 'out'), str(tmp_path / 'x')])
+
+
 # --- Bad input: one line at start-up ---------------------------------------------------
 
 
@@ -256,6 +279,10 @@ def test_a_path_that_is_not_there_or_holds_no_dataset(tmp_path, mode):
   (tmp_path / 'arrays.npy').write_bytes(b'')
   assert f"{tmp_path / 'arrays.npy'}: a file that is not a .npz" in one_line_error(
       tiny_config(tmp_path / 'arrays.npy', mode))
+  (tmp_path / 'tfds').mkdir()
+  (tmp_path / 'tfds' / 'dataset_info.json').write_text('{not json')
+  assert f"{tmp_path / 'tfds'}: not a readable TFDS directory" in one_line_error(
+      tiny_config(tmp_path / 'tfds', mode))
 
 
 def test_the_command_line_refuses_a_bad_image_before_writing(tmp_path):
