@@ -9,9 +9,10 @@ each, and that version directory is what ``config.dataset`` then names. Every mo
 a folder directly and streams it at least as fast (docs/running.md, "Your own data"): the
 conversion is for moving a dataset as two files rather than many small ones.
 
-RGB JPEGs are stored byte for byte; any other image is stored as the RGB PNG of its
-pixels, so every record decodes to three channels. Where every image has one size, the
-dataset declares it (the in-memory modes read only fixed-size TFDS datasets).
+JPEGs are stored byte for byte; any other image is stored as the RGB PNG of its pixels,
+so every record decodes to three channels, as a folder's images do. Where every image has
+one size, the dataset declares it (the in-memory modes read only fixed-size TFDS
+datasets).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import sys
 
 from absl import app
 from PIL import Image
-import simplejpeg
 
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import images
@@ -32,14 +32,14 @@ VERSION = '1.0.0'
 
 
 def rgb_encoded(path: str) -> bytes:
-  """The image at ``path`` as bytes that decode to RGB: its own bytes for a colour JPEG,
-  else a PNG of its RGB pixels (a grey or CMYK JPEG decodes to RGB in ``images.decode``,
-  any other format in ``own_data.read_image``)."""
+  """The image at ``path`` as bytes that decode to RGB: a JPEG's own bytes (a grey or CMYK
+  one decodes to RGB too, in ``images.decode`` and in TFDS), any other image as the PNG of
+  its RGB pixels (``own_data.read_image``)."""
   image = own_data.read_image(path)
-  if isinstance(image, bytes) and simplejpeg.decode_jpeg_header(image)[2] == 'YCbCr':
+  if isinstance(image, bytes):
     return image
   buffer = io.BytesIO()
-  Image.fromarray(images.decode(image)).save(buffer, 'PNG')
+  Image.fromarray(image).save(buffer, 'PNG')
   return buffer.getvalue()
 
 

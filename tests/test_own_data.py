@@ -14,6 +14,7 @@ from PIL import Image
 
 from blockqnn_jax import check_config
 from blockqnn_jax import data
+from blockqnn_jax import images
 from blockqnn_jax import own_data
 from blockqnn_jax import prepare_dataset
 from blockqnn_jax import search
@@ -121,10 +122,10 @@ def test_a_folder_loads_every_image_extension_resized_with_test_held_out(formats
   np.testing.assert_array_equal(np.bincount(dataset.test_labels), [2, 2, 2])  # test/
   # Every class's colour under its label (sorted class names): the mean pixel of class k
   # is brightest in channel k.
-  for images, labels in ((dataset.train_images, dataset.train_labels),
+  for pixels, labels in ((dataset.train_images, dataset.train_labels),
                          (dataset.test_images, dataset.test_labels)):
     for label in range(3):
-      assert images[labels == label].mean((0, 1, 2)).argmax() == label
+      assert pixels[labels == label].mean((0, 1, 2)).argmax() == label
 
 
 def test_folder_images_keep_their_centre_square_and_are_rgb(tmp_path):
@@ -173,7 +174,7 @@ def test_a_tfds_directory_is_searched_as_its_name_would_be(formats):
   np.testing.assert_array_equal(np.bincount(dataset.test_labels), [2, 2, 2])
 
 
-def test_prepare_dataset_keeps_colour_jpegs_and_makes_every_record_rgb(tmp_path):
+def test_prepare_dataset_keeps_jpegs_and_makes_every_record_rgb(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   colour = coloured(0, 8, 8, seed=0)
   save(tmp_path / 'train' / 'a' / 'colour.jpg', colour, 'JPEG')
@@ -192,6 +193,8 @@ def test_prepare_dataset_keeps_colour_jpegs_and_makes_every_record_rgb(tmp_path)
   stored = builder.as_data_source('train', decoders={'image': tfds.decode.SkipDecoding()})
   assert (tmp_path / 'train' / 'a' / 'colour.jpg').read_bytes() in {
       bytes(stored[i]['image']) for i in range(4)}
+  # The streaming pipeline's decoder too.
+  assert all(images.decode(bytes(stored[i]['image'])).shape == (8, 8, 3) for i in range(4))
   with pytest.raises(SystemExit, match=f'error: {tmp_path / "out"}: holds no dataset'):
     prepare_dataset.main(['prepare_dataset', str(tmp_path / 'out'), str(tmp_path / 'x')])
 
