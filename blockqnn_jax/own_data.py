@@ -131,6 +131,9 @@ def folder_files(root: str, preferred: tuple[str, ...]) -> tuple:
   split = next((name for name in preferred if os.path.isdir(os.path.join(root, name))), None)
   if split:
     held_paths, held_labels = _class_folder_files(os.path.join(root, split), classes)
+    if not held_paths:
+      raise DatasetError(f'{os.path.join(root, split)}: no class folders (CLASS/images '
+                         'as in train/ expected)')
   else:
     kept, held = held_out(len(paths))
     held_paths, held_labels = [paths[i] for i in held], [labels[i] for i in held]

@@ -246,8 +246,10 @@ def test_an_empty_class_folder_is_named(tmp_path, mode, split):
       tiny_config(tmp_path, mode))
 
 
-def test_a_held_out_class_that_train_lacks_is_named(tmp_path):
-  write_folder(tmp_path)
+def test_a_held_out_split_must_hold_classes_of_train(tmp_path):
+  write_folder(tmp_path, splits={'train': 2})
+  (tmp_path / 'val').mkdir()
+  assert f"{tmp_path / 'val'}: no class folders" in one_line_error(tiny_config(tmp_path))
   save(tmp_path / 'test' / 'emu' / '0.png', coloured(0, 8, 8, seed=0), 'PNG')
   assert f"{tmp_path / 'test' / 'emu'}: a class that train/ does not have" in (
       one_line_error(tiny_config(tmp_path)))
