@@ -17,6 +17,7 @@ An image folder against the same images in TFDS form (docs/running.md, "Your own
   python -m experiments.bench_pipeline --dataset=/tmp/jpegs --write_tfds=/tmp/jpegs_tfds
   python -m experiments.bench_pipeline --dataset=/tmp/jpegs --batches=60
   python -m experiments.bench_pipeline --dataset=/tmp/jpegs_tfds/jpegs/1.0.0 --batches=60
+  python -m experiments.bench_pipeline --dataset=/tmp/jpegs --read_only   # reading alone
 
 ``--write_folder`` writes ``jpeg_mock``'s JPEGs (at ``--mock_size``, square) as
 DIR/train/CLASS/NNNNN.JPEG; ``--write_tfds`` writes a folder's images, their bytes
@@ -51,6 +52,9 @@ _BATCHES = flags.DEFINE_integer('batches', 40, 'Batches to time (after one warm-
 _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes (0 = in process).')
 _MOCK_IMAGES = flags.DEFINE_integer('mock_images', 512, f'JPEGs that {JPEG_MOCK} makes.')
 _MOCK_SIZE = flags.DEFINE_integer('mock_size', 0, 'Side of the JPEGs made (0 = 400x350).')
+_READ_ONLY = flags.DEFINE_bool(
+    'read_only', False, 'Time reading the training records alone, in one process, in a '
+    'shuffled order, with no decoding: what differs between a folder and TFDS.')
 _WRITE_FOLDER = flags.DEFINE_string(
     'write_folder', '', f'Write {JPEG_MOCK} JPEGs as an image folder here, then exit.')
 _WRITE_TFDS = flags.DEFINE_string(
@@ -89,6 +93,19 @@ def write_folder(directory: str, records: list[dict]) -> None:
       file.write(record['image'])
 
 
+def read_only(source) -> dict:
+  """Records/second of reading every training record of ``source`` once, shuffled."""
+  order = np.random.default_rng(0).permutation(len(source))
+  start = time.perf_counter()
+  for i in order:
+    source[int(i)]  # pylint: disable=pointless-statement
+  seconds = time.perf_counter() - start
+  return {'hardware': benchmarking.hardware(),
+          'load_average': [round(x, 2) for x in os.getloadavg()],
+          'dataset': _DATASET.value, 'records': len(source),
+          'records_per_second': round(len(source) / seconds)}
+
+
 def main(argv):
   del argv
   if _WRITE_FOLDER.value:
@@ -107,6 +124,9 @@ def main(argv):
     config = default.get_config()
     config.dataset = _DATASET.value
     source = streaming_input.open_dataset(config)[0]['train']
+  if _READ_ONLY.value:
+    print(json.dumps(read_only(source)))
+    return
   epochs = -(-(_BATCHES.value + 1) * _BATCH.value // len(source))
   train_input = streaming_input.TrainInput(
       source, batch_size=_BATCH.value, image_size=_IMAGE_SIZE.value, epochs=epochs, seed=0,
