@@ -176,8 +176,10 @@ def check_config(config) -> None:
   if not isinstance(config.compilation_cache_dir, str):
     _fail('compilation_cache_dir', config.compilation_cache_dir, "a directory, or '' (off)")
   if not isinstance(config.dataset, str) or not config.dataset:
-    _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "
-          "'synthetic'")
+    _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits', "
+          "'synthetic', or the path of an image folder, a .npz or a prepared TFDS directory")
+  # At least 8, as transfer.image_size: the CIFAR template halves it twice (8 -> 2 pixels).
+  _check_int(config, 'image_size', 8)
   _check_choice(config, 'search.strategy', strategies.STRATEGIES)
   _check_schedule(config.search.epsilon_schedule)
   _check_int(config, 'search.blocks_per_iteration', 1)

@@ -9,8 +9,9 @@ permutation, so every run and seed scores children on the same images and the te
 stays untouched.
 
 ``config.dataset`` is 'digits' (scikit-learn's bundled 8x8 digits), 'synthetic' (random
-CIFAR-shaped data) or a TFDS name such as 'cifar10'. TFDS is imported only for TFDS
-names, so the first two work on machines without it.
+CIFAR-shaped data), a TFDS name such as 'cifar10', or a path (``own_data``): a folder of
+images in class subfolders or a .npz, resized to ``config.image_size``, or a prepared TFDS
+directory. TFDS is imported only for TFDS datasets, so the others work without it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from blockqnn_jax import own_data
 
 # Fixed seeds: the splits and the synthetic data are part of the dataset, not of a run.
 _SPLIT_SEED = 0
@@ -76,7 +79,8 @@ def load_dataset(config) -> Dataset:
 
 def check_dataset(config) -> None:
   """Fails fast, without decoding a TFDS dataset, if `config` cannot give a dataset. The
-  fields' ranges are check_config's; this checks them against the dataset."""
+  fields' ranges are check_config's; this checks them against the dataset. A folder or a
+  .npz is read in full here (and kept), so a bad image or array stops the run at start-up."""
   validation_examples = config.validation_examples
   train_examples = _num_train_examples(config)
   if validation_examples >= train_examples:
@@ -142,6 +146,7 @@ class _DatasetFields:
   """The dataset fields of a config, hashable so the device copy can be memoized."""
   dataset: str
   data_dir: str
+  image_size: int
   validation_examples: int
   max_train_examples: int
 
@@ -157,7 +162,7 @@ def device_data(config, mesh: jax.sharding.Mesh, *, batch_size: int | None = Non
   for final training (``final=True``) every training image, evaluated on the test split.
   The evaluation split is padded to whole batches of ``batch_size`` (config.batch_size).
   """
-  fields = _DatasetFields(config.dataset, config.data_dir,
+  fields = _DatasetFields(config.dataset, config.data_dir, config.image_size,
                           0 if final else config.validation_examples,
                           config.max_train_examples)
   with _device_data_lock:  # children prepared in parallel threads load it once
@@ -224,8 +229,10 @@ def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
 
 
 def _num_train_examples(config):
-  """Size of the train split before validation is carved; digits and synthetic are cheap."""
-  if config.dataset in ('digits', 'synthetic'):
+  """Size of the train split before validation is carved: a TFDS dataset's from its
+  metadata, the others' by loading them (memoized)."""
+  if config.dataset in ('digits', 'synthetic') or own_data.dataset_kind(config.dataset) in (
+      own_data.FOLDER, own_data.NPZ):
     return len(_load_splits(config)[1])
   builder = _tfds_builder(config.dataset, tfds_data_dir(config))
   return builder.info.splits['train'].num_examples
@@ -237,6 +244,9 @@ def _load_splits(config):
     return _digits()
   if config.dataset == 'synthetic':
     return _synthetic()
+  kind = own_data.dataset_kind(config.dataset)
+  if kind in (own_data.FOLDER, own_data.NPZ):
+    return _own_splits(os.path.expanduser(config.dataset), kind, config.image_size)
   data_dir = tfds_data_dir(config)
   builder = _tfds_builder(config.dataset, data_dir)
   return (*_tfds_split(config.dataset, data_dir, 'train'),
@@ -254,6 +264,21 @@ def _digits():
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
   test, train = order[:_DIGITS_TEST_EXAMPLES], order[_DIGITS_TEST_EXAMPLES:]
   return (*_read_only(images[train], labels[train], images[test], labels[test]), 10)
+
+
+@functools.cache
+def _own_splits(path, kind, image_size):
+  """A folder's or a .npz's splits, resized to ``image_size``, decoded once per process."""
+  if kind == own_data.FOLDER:
+    train_images, train_labels, test_images, test_labels, num_classes = (
+        own_data.folder_arrays(path, image_size))
+  else:
+    train_images, train_labels, test_images, test_labels, num_classes = (
+        own_data.npz_arrays(path))
+    train_images = own_data.resized(train_images, image_size)
+    test_images = own_data.resized(test_images, image_size)
+  return (*_read_only(train_images, np.array(train_labels), test_images,
+                      np.array(test_labels)), num_classes)
 
 
 @functools.cache
@@ -287,14 +312,31 @@ def import_tfds():
   return tfds
 
 
-def _tfds_builder(name, data_dir):
-  """The builder of a prepared TFDS image-classification dataset; never downloads."""
+def tfds_directory_builder(path: str):
+  """The builder of the prepared TFDS dataset in directory ``path`` (its version
+  directory, holding dataset_info.json)."""
   tfds = import_tfds()
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.DatasetNotFoundError as e:
+    return tfds.builder_from_directory(os.path.expanduser(path))
+  except Exception as e:  # pylint: disable=broad-except  (TFDS raises several kinds)
     raise DatasetNotFoundError(
-        f"Unknown dataset '{name}': use 'digits', 'synthetic' or a TFDS dataset name") from e
+        f'{path}: not a readable TFDS directory ({own_data.one_line(e)})') from None
+
+
+def _tfds_builder(name, data_dir):
+  """The builder of a prepared TFDS image-classification dataset (a name, or the
+  directory of a prepared copy); never downloads."""
+  tfds = import_tfds()
+  if own_data.dataset_kind(name) == own_data.TFDS_DIRECTORY:
+    builder = tfds_directory_builder(name)
+  else:
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as e:
+      raise DatasetNotFoundError(
+          f"Unknown dataset '{name}': not a TFDS name nor an existing path; use 'digits', "
+          "'synthetic', a TFDS dataset name, a folder of images in train/CLASS/ folders, a "
+          ".npz or a prepared TFDS directory") from e
   root = builder.data_dir_root
   if not builder.is_prepared():
     raise DatasetNotFoundError(
@@ -323,7 +365,10 @@ def _tfds_builder(name, data_dir):
 @functools.cache
 def _tfds_split(name, data_dir, split):
   """All images and labels of one split, decoded once per process."""
-  source = import_tfds().data_source(name, split=split, data_dir=data_dir, download=False)
+  if own_data.dataset_kind(name) == own_data.TFDS_DIRECTORY:
+    source = _tfds_builder(name, data_dir).as_data_source(split=split)
+  else:
+    source = import_tfds().data_source(name, split=split, data_dir=data_dir, download=False)
   count = len(source)
   first = source[0]['image']
   images = np.empty((count, *first.shape), first.dtype)

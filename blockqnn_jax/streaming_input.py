@@ -1,11 +1,11 @@
-"""A Grain input pipeline that streams any TFDS image-classification dataset from disk,
+"""A Grain input pipeline that streams an image-classification dataset from disk,
 decoding and augmenting in worker processes (``mode=transfer_imagenet``'s input).
 
-Records are read from TFDS array_record data sources with image decoding skipped, so the
-encoded bytes reach our decoder: JPEGs decode with simplejpeg (libjpeg-turbo) at the
-smallest DCT scale that still leaves the crop at least ``image_size`` pixels, other
-formats (PNG) with Pillow, resizing is OpenCV's (docs/performance.md: the measurements
-behind these choices). Decoding and augmentation run in ``workers`` Grain processes.
+Records are read from TFDS array_record data sources with image decoding skipped, or from
+a folder's image files (``own_data``), so the encoded bytes reach our decoder
+(``images``): JPEGs decode at the smallest DCT scale that still leaves the crop at least
+``image_size`` pixels. A .npz's arrays are read as they are. Decoding and augmentation
+run in ``workers`` Grain processes.
 
 Training: Inception-style random-resized crop and horizontal flip, random per (seed,
 epoch, index) so runs are reproducible; every batch is a pure function of its position in
@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import functools
 import gc
-import io
 import math
-import os
 
 from absl import flags
-import cv2
 import grain
 import jax
 import numpy as np
-import simplejpeg
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from PIL import Image
 
 from blockqnn_jax import data as data_lib
+from blockqnn_jax import images
+from blockqnn_jax import own_data
 
 CROP_SCALE = (0.08, 1.0)  # area fraction of the random-resized crop (Szegedy et al. 2015)
 CROP_RATIO = (3 / 4, 4 / 3)  # its aspect-ratio range, sampled log-uniformly
@@ -44,19 +41,20 @@ CROP_ATTEMPTS = 10  # then the centre crop, as in TF's and torchvision's referen
 EVAL_CROP_FRACTION = 0.875
 DEVICE_PREFETCH = 2  # batches put on the devices ahead of the step
 STATISTICS_IMAGES = 1024  # training images whose centre crops give the channel mean/std
-JPEG_MAGIC = b'\xff\xd8'
-
-cv2.setNumThreads(1)  # parallelism comes from the worker processes
 
 
 def open_dataset(config) -> tuple[dict, int]:
   """The dataset's 'train' and evaluation data sources, and its class count.
 
   Sources yield encoded image bytes where TFDS can skip decoding, decoded arrays where it
-  cannot (``tfds.testing.mock_data`` encodes its random images with TensorFlow)."""
+  cannot (``tfds.testing.mock_data`` encodes its random images with TensorFlow); a
+  folder's JPEGs as bytes, its other images and a .npz's as arrays."""
+  kind = own_data.dataset_kind(config.dataset)
+  if kind in (own_data.FOLDER, own_data.NPZ):
+    return own_data.streaming_sources(config.dataset)
   tfds = data_lib.import_tfds()
-  if os.path.isdir(config.dataset):
-    builder = tfds.builder_from_directory(config.dataset)
+  if kind == own_data.TFDS_DIRECTORY:
+    builder = data_lib.tfds_directory_builder(config.dataset)
     read = builder.as_data_source
   else:
     builder = tfds.builder(config.dataset, data_dir=data_lib.tfds_data_dir(config))
@@ -81,35 +79,10 @@ def open_dataset(config) -> tuple[dict, int]:
     sources = {'train': read_encoded('train'), 'eval': read_encoded(eval_split)}
   except Exception as error:  # pylint: disable=broad-except  (TFDS raises several kinds)
     raise data_lib.DatasetNotFoundError(
-        f'{config.dataset}: cannot read its train/{eval_split} splits ({error}); prepare '
+        f'{config.dataset}: cannot read its train/{eval_split} splits '
+        f'({own_data.one_line(error)}); prepare '
         'it with TFDS (docs/training.md) or give the directory of a prepared copy') from None
   return sources, features['label'].num_classes
-
-
-def image_shape(image) -> tuple[int, int]:
-  """(height, width) of an encoded or decoded image, without decoding it."""
-  if isinstance(image, np.ndarray):
-    return image.shape[:2]
-  if image[:2] == JPEG_MAGIC:
-    return simplejpeg.decode_jpeg_header(image)[:2]
-  width, height = Image.open(io.BytesIO(image)).size
-  return height, width
-
-
-def decode(image, min_height: int = 0, min_width: int = 0) -> np.ndarray:
-  """H x W x C uint8 pixels; JPEGs at the smallest DCT scale (k/8) keeping at least
-  ``min_height`` x ``min_width``. Arrays (already decoded) pass through."""
-  if isinstance(image, np.ndarray):
-    return image
-  if image[:2] == JPEG_MAGIC:
-    try:
-      return simplejpeg.decode_jpeg(image, colorspace='RGB', min_height=min_height,
-                                    min_width=min_width)
-    except ValueError:  # CMYK JPEGs (a few in ImageNet): Pillow converts them
-      pass
-  pil = Image.open(io.BytesIO(image))
-  pixels = np.asarray(pil if pil.mode in ('L', 'RGB') else pil.convert('RGB'))
-  return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def random_resized_crop_box(height: int, width: int,
@@ -140,36 +113,14 @@ def random_resized_crop_box(height: int, width: int,
 def centre_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
   """The box that resizing the shorter side to ``size / EVAL_CROP_FRACTION`` and taking
   the centre ``size`` x ``size`` would keep, in the original image's pixels."""
-  side = max(1, round(min(height, width) * EVAL_CROP_FRACTION))
-  return (height - side) // 2, (width - side) // 2, side, side
-
-
-def crop_resized(image, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-  """``box`` (top, left, height, width in the full image's pixels) of an encoded or
-  decoded image, resized to ``size`` x ``size``."""
-  height, width = image_shape(image)
-  top, left, box_height, box_width = box
-  # The largest power-of-two reduction (libjpeg-turbo's fast scaled IDCTs; k/8 scales
-  # in between measured slower than full decoding) keeping the box at least ``size``.
-  reduction = max([1] + [f for f in (2, 4, 8) if min(box_height, box_width) >= f * size])
-  pixels = decode(image, min_height=-(-height // reduction),
-                  min_width=-(-width // reduction))
-  scale_y, scale_x = pixels.shape[0] / height, pixels.shape[1] / width
-  crop = pixels[round(top * scale_y):round((top + box_height) * scale_y),
-                round(left * scale_x):round((left + box_width) * scale_x)]
-  if crop.shape[:2] != (size, size):
-    # Bilinear (8x faster than area averaging) aliases little when shrinking less than
-    # 2x, as after a JPEG's reduction; area averaging shrinks more.
-    far = max(crop.shape[:2]) >= 2 * size
-    crop = cv2.resize(crop, (size, size),
-                      interpolation=cv2.INTER_AREA if far else cv2.INTER_LINEAR)
-  return crop.reshape(size, size, pixels.shape[-1])  # OpenCV drops a channel axis of 1
+  del size  # the box is the same fraction whatever the output size
+  return images.centre_square(height, width, EVAL_CROP_FRACTION)
 
 
 def train_example(record: dict, rng: np.random.Generator, size: int) -> dict:
   """A random-resized crop, flipped horizontally with probability 1/2."""
-  box = random_resized_crop_box(*image_shape(record['image']), rng)
-  image = crop_resized(record['image'], box, size)
+  box = random_resized_crop_box(*images.image_shape(record['image']), rng)
+  image = images.crop_resized(record['image'], box, size)
   if rng.random() < 0.5:
     image = image[:, ::-1]
   return {'image': np.ascontiguousarray(image), 'label': np.int32(record['label'])}
@@ -177,8 +128,8 @@ def train_example(record: dict, rng: np.random.Generator, size: int) -> dict:
 
 def eval_example(record: dict, size: int) -> dict:
   """The centre crop (``centre_crop_box``), resized to ``size``."""
-  box = centre_crop_box(*image_shape(record['image']), size)
-  return {'image': crop_resized(record['image'], box, size),
+  box = centre_crop_box(*images.image_shape(record['image']), size)
+  return {'image': images.crop_resized(record['image'], box, size),
           'label': np.int32(record['label'])}
 
 

@@ -33,12 +33,18 @@ def get_config():
   config.mode = 'search'
   config.seed = 0
   # 'cifar10', 'cifar100', any TFDS image-classification name, 'digits' (scikit-learn's
-  # bundled 8x8 digits, no download) or 'synthetic' (random CIFAR-shaped data). The paper
+  # bundled 8x8 digits, no download), 'synthetic' (random CIFAR-shaped data), or a path:
+  # a folder of images in train/CLASS/ folders, a .npz (x_train, y_train, x_test, y_test)
+  # or a prepared TFDS directory (docs/running.md, "Your own data"). The paper
   # searched on CIFAR-100 (configs/cifar100.py); our default is CIFAR-10, because the
   # paper's headline result is on it and it is the dataset prepared here.
   config.dataset = 'cifar10'
   # Where TFDS looks for prepared datasets; '' means $TFDS_DATA_DIR, else TFDS's default.
   config.data_dir = ''
+  # The side, in pixels, that the images of a folder or a .npz are resized to for the
+  # search and mode=train (mode=transfer_imagenet crops to transfer.image_size). Our
+  # choice: 32, CIFAR's size, which the search network and its recipe were set for.
+  config.image_size = 32
   # 'local' (one child at a time, data-parallel over local devices) or 'ray' (many
   # children at once, on any number of GPUs and machines).
   config.executor = 'local'

@@ -14,7 +14,8 @@ PACKAGE = 'blockqnn_jax'
 # Bottom to top. A module may import modules of its own layer (without a circle) or below.
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
-     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
+     'reward', 'search_space', 'draw', 'summaries', 'models', 'images', 'own_data', 'data',
+     'streaming_input'),
     ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
      'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
@@ -23,7 +24,7 @@ LAYERS = (
     ('executors',),
     ('search', 'train_final', 'transfer'),
     ('check_config',),
-    ('main', 'report'),
+    ('main', 'report', 'prepare_dataset'),
 )
 MODES = ('search', 'train_final', 'transfer')
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}

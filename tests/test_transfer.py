@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from blockqnn_jax import check_config
 from blockqnn_jax import data as data_lib
+from blockqnn_jax import images
 from blockqnn_jax import streaming_input
 from blockqnn_jax import transfer
 from blockqnn_jax import workdir as workdir_lib
@@ -192,17 +193,17 @@ def smooth_image(height, width):
 def test_jpeg_and_png_bytes_decode_and_crop():
   image = smooth_image(300, 400)
   png, jpeg = encoded(image, 'PNG'), encoded(image, 'JPEG')
-  assert streaming_input.image_shape(png) == streaming_input.image_shape(jpeg) == (300, 400)
-  np.testing.assert_array_equal(streaming_input.decode(png), image)
-  assert np.abs(streaming_input.decode(jpeg).astype(int) - image).mean() < 2
+  assert images.image_shape(png) == images.image_shape(jpeg) == (300, 400)
+  np.testing.assert_array_equal(images.decode(png), image)
+  assert np.abs(images.decode(jpeg).astype(int) - image).mean() < 2
   # A 32x32 crop of a 300x400 JPEG decodes at a reduced scale: about the same pixels.
   box = (100, 200, 150, 150)
-  from_png = streaming_input.crop_resized(png, box, 32).astype(int)
-  from_jpeg = streaming_input.crop_resized(jpeg, box, 32).astype(int)
+  from_png = images.crop_resized(png, box, 32).astype(int)
+  from_jpeg = images.crop_resized(jpeg, box, 32).astype(int)
   assert from_png.shape == from_jpeg.shape == (32, 32, 3)
   assert np.abs(from_png - from_jpeg).mean() < 3
   grey = encoded(image[..., 0], 'PNG')
-  assert streaming_input.crop_resized(grey, box, 16).shape == (16, 16, 1)
+  assert images.crop_resized(grey, box, 16).shape == (16, 16, 1)
 
 
 @pytest.mark.parametrize('height, width', [(300, 400), (40, 500), (500, 40), (7, 9)])
