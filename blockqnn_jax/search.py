@@ -258,7 +258,7 @@ class _SearchRun:
     reason = (str(first.get('reason', '')).strip().splitlines() or ['no reason given'])[0]
     line = min(record['index'] for record in self.records) + 1
     raise AllChildrenFailedError(
-        f'every child of iteration {self.iteration + 1} failed, none for its architecture '
+        f'every child of iteration {self.iteration} failed, none for its architecture '
         f'(the first, {first["codes"]}: {reason}); fix the cause, delete line {line} and '
         f'every line after it from {self.log.path} (or use a new workdir), and rerun')
 

@@ -379,7 +379,7 @@ def test_an_iteration_without_a_verdict_stops_the_search_in_one_line(tmp_path, m
     search.run_search(config, str(tmp_path), failing_with('FileNotFoundError: no data'))
   first = results.read_results(str(tmp_path))[0]
   assert str(stopped.value) == (
-      f'every child of iteration 1 failed, none for its architecture (the first, '
+      f'every child of iteration 0 failed, none for its architecture (the first, '
       f'{first["codes"]}: FileNotFoundError: no data); fix the cause, delete line 1 and '
       f'every line after it from {tmp_path}/results.jsonl (or use a new workdir), and rerun')
   assert not fed and checkpoint.SearchCheckpointer(str(tmp_path)).restore() is None
