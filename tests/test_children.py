@@ -20,19 +20,8 @@ from blockqnn_jax import report
 from blockqnn_jax import search
 from blockqnn_jax import workdir as workdir_lib
 from blockqnn_jax.analysis import surrogate
-from configs import default
+from tests import searches
 from tests.interrupt import Crash
-
-
-def search_config():
-  """Three iterations of four blocks of at most four layers."""
-  config = default.get_config()
-  config.dataset = 'digits'
-  config.validation_examples = 300
-  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
-  config.search.blocks_per_iteration = 4
-  config.search.max_layers = 4
-  return config
 
 
 class Evaluator:
@@ -47,8 +36,8 @@ class Evaluator:
     if self.calls == self.crash_at:
       raise Crash()
     return {'accuracy': surrogate.synthetic_accuracy(block),
-            'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block), 'prepare_seconds': 0.25, 'train_seconds': 1.5,
-            'eval_seconds': 0.125}
+            'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block),
+            'prepare_seconds': 0.25, 'train_seconds': 1.5, 'eval_seconds': 0.125}
 
 
 def logged(workdir):
@@ -59,7 +48,7 @@ def logged(workdir):
 def test_report_on_a_killed_search_reads_without_the_lock_or_cutting_the_torn_line(
     tmp_path, capsys):
   with pytest.raises(Crash):
-    search.run_search(search_config(), str(tmp_path), Evaluator(crash_at=7))
+    search.run_search(searches.tiny_search_config(), str(tmp_path), Evaluator(crash_at=7))
   with open(tmp_path / 'results.jsonl', 'a') as log:
     log.write('{"accuracy": 0.5, "rew')  # a write in progress
   records = logged(tmp_path)
@@ -142,7 +131,7 @@ def hparams_sessions(logdir):
 
 
 def test_each_trained_child_is_a_tensorboard_hparams_session(tmp_path):
-  search.run_search(search_config(), str(tmp_path), Evaluator())
+  search.run_search(searches.tiny_search_config(), str(tmp_path), Evaluator())
   trained = [r for r in logged(tmp_path) if not r['cached']]
   experiment, groups = hparams_sessions(tmp_path)
   assert sorted(h.name for h in experiment.hparam_infos) == sorted([
