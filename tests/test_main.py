@@ -76,6 +76,10 @@ def test_the_command_line_exits_with_one_line_before_any_work(tmp_path):
 @pytest.mark.parametrize('flag, message', [
     ('--config.search.strategi=random', "error: --config.search.strategi: config.search "
      "has no field 'strategi'; did you mean 'strategy'?"),
+    ('--config.seed.x=1', "error: --config.seed.x: config.seed is 0, a value, not a group "
+     'of fields'),
+    ('--config.search.strategy.x=1', "error: --config.search.strategy.x: "
+     "config.search.strategy is 'qlearning', a value, not a group of fields"),
     ('--config=configs/no_such_config.py', "error: --config=configs/no_such_config.py: no "
      "config file 'configs/no_such_config.py' and no shipped config of that name; give a "
      'path or one of cifar10, cifar100, default, quickstart'),
