@@ -76,12 +76,14 @@ def test_report_on_a_killed_search_reads_without_the_lock_or_cutting_the_torn_li
     assert picture.format == 'PNG'
 
 
-def test_report_lists_each_architecture_once_with_its_latest_result(tmp_path, capsys):
+def test_report_lists_each_architecture_that_ran_once_with_its_latest_result(tmp_path,
+                                                                             capsys):
   records = [
       {'hash': 'a', 'cached': False, 'transient': True, 'accuracy': 0.0, 'reward': 0.0},
       {'hash': 'b', 'cached': False, 'accuracy': 0.5, 'reward': 0.45},
       {'hash': 'b', 'cached': True, 'accuracy': 0.5, 'reward': 0.45},
       {'hash': 'a', 'cached': False, 'accuracy': 0.75, 'reward': 0.7},
+      {'hash': 'c', 'cached': False, 'transient': True, 'accuracy': 0.0, 'reward': 0.0},
   ]
   with open(tmp_path / 'results.jsonl', 'w') as log:
     log.writelines(json.dumps({**r, 'codes': [[1, 4, 0, 0, 0], [2, 7, 0, 0, 0]], 'index': i,
