@@ -24,17 +24,12 @@ from tests import searches
 from tests.interrupt import Crash
 
 
-class Evaluator:
+class Evaluator(searches.CountingEvaluator):
   """The surrogate's accuracy with a child's FLOPs, parameters and seconds, as a trained
   child reports them; raises Crash on call number ``crash_at``."""
 
-  def __init__(self, crash_at=None):
-    self.calls, self.crash_at = 0, crash_at
-
   def __call__(self, block):
-    self.calls += 1
-    if self.calls == self.crash_at:
-      raise Crash()
+    super().__call__(block)
     return {'accuracy': surrogate.synthetic_accuracy(block),
             'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block),
             'prepare_seconds': 0.25, 'train_seconds': 1.5, 'eval_seconds': 0.125}
