@@ -95,7 +95,7 @@ def main(argv):
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirBusyError, workdir_lib.NotAWorkdirError,
           results.DamagedLogError, executors.ClusterLostError,
-          search.AllChildrenFailedError) as error:
+          executors.ClusterTooSmallError, search.AllChildrenFailedError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 

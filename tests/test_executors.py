@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from blockqnn_jax import agent
 from blockqnn_jax import checkpoint
 from blockqnn_jax import child
 from blockqnn_jax import executors
+from blockqnn_jax import main
 from blockqnn_jax import nsc
 from blockqnn_jax import results
 from blockqnn_jax import search
@@ -398,6 +400,23 @@ def test_a_ray_search_without_an_actor_left_ends_in_one_line(monkeypatch):
       'no Ray actor of 1.0 CPU / 1.0 GPU is left and the cluster places no new one (the '
       'last died: RayActorError: ')
   assert '\n' not in str(lost.value)
+
+
+def test_a_ray_share_no_node_places_exits_with_one_line(tmp_path, monkeypatch):
+  """cpus_per_trial=3 where each node has 2 CPUs: the command line exits with the line
+  naming it, no traceback."""
+  monkeypatch.setitem(sys.modules, 'ray', FakeRay())
+  config = searches.tiny_search_config()
+  config.executor, config.ray.cpus_per_trial = 'ray', 3.0
+  for name, value in (('_CONFIG', config), ('_WORKDIR', str(tmp_path / 'work')),
+                      ('_ALLOW_CONFIG_CHANGE', False)):
+    monkeypatch.setattr(main, name, types.SimpleNamespace(value=value))
+  with pytest.raises(SystemExit) as exited:
+    main.main(['blockqnn'])
+  assert str(exited.value) == (
+      "error: no node of the Ray cluster ([{'CPU': 2.0}, {'CPU': 2.0, 'GPU': 1.0}]) can "
+      'place one actor of 3.0 CPU and 1.0 GPU: lower config.ray.cpus_per_trial or '
+      'gpus_per_trial')
 
 
 class DiesOnSome(CountingEvaluator):
