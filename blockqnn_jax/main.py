@@ -95,7 +95,8 @@ def main(argv):
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirBusyError, workdir_lib.NotAWorkdirError,
           results.DamagedLogError, executors.ClusterLostError,
-          executors.ClusterTooSmallError, search.AllChildrenFailedError) as error:
+          executors.ClusterTooSmallError, search.AllChildrenFailedError,
+          search.TruncatedLogError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 
