@@ -42,6 +42,8 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False,
     'Continue a search or training run in a workdir made by another config.')
 flags.mark_flags_as_required(['config', 'workdir'])
+# An override of a config field on the command line: group 1 is the field's dotted path.
+_OVERRIDE = re.compile(r'--?(?:no)?config\.([^=]+)(=.*)?')
 
 
 def print_summary(summary: dict) -> None:
@@ -153,7 +155,7 @@ def override_past_a_value(argv: list[str]) -> str | None:
   except Exception:  # pylint: disable=broad-except  (the original error is reported)
     return None
   for arg in argv:
-    override = re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', arg)
+    override = _OVERRIDE.fullmatch(arg)
     if not override:
       continue
     node, walked = config, 'config'
@@ -185,7 +187,7 @@ def unknown_field_message(error: BaseException, argv: list[str]) -> str:
   hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else (
       '; every field is in configs/default.py')
   for arg in argv:
-    path = re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', arg)
+    path = _OVERRIDE.fullmatch(arg)
     if path and key in path.group(1).split('.'):
       parts = path.group(1).split('.')
       parent = '.'.join(['config'] + parts[:parts.index(key)])
