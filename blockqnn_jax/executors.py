@@ -227,6 +227,11 @@ class ClusterLostError(RuntimeError):
   """The Ray cluster is gone; a rerun of the same command resumes the search."""
 
 
+class ClusterTooSmallError(ValueError):
+  """No node of the Ray cluster places one actor of ``config.ray``'s share: the share is
+  a mistake for this cluster."""
+
+
 class _Worker:
   """A Ray actor: one long-lived process with its own child pipeline."""
 
@@ -285,9 +290,9 @@ def actor_count(nodes: list[dict], cpus: float, gpus: float, max_in_flight: int)
   places = placeable_actors(nodes, cpus, gpus)
   if not places:
     resources = [node.get('Resources', {}) for node in nodes if node.get('Alive')]
-    raise ValueError(f'no node of the Ray cluster ({resources}) can place one actor of '
-                     f'{cpus} CPU and {gpus} GPU: lower config.ray.cpus_per_trial or '
-                     'gpus_per_trial')
+    raise ClusterTooSmallError(
+        f'no node of the Ray cluster ({resources}) can place one actor of {cpus} CPU and '
+        f'{gpus} GPU: lower config.ray.cpus_per_trial or gpus_per_trial')
   if max_in_flight > places:
     logging.warning('config.ray.max_in_flight=%d but the cluster places %d actors: using %d',
                     max_in_flight, places, places)

@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 import configs
@@ -41,6 +42,8 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False,
     'Continue a search or training run in a workdir made by another config.')
 flags.mark_flags_as_required(['config', 'workdir'])
+# An override of a config field on the command line: group 1 is the field's dotted path.
+_OVERRIDE = re.compile(r'--?(?:no)?config\.([^=]+)(=.*)?')
 
 
 def print_summary(summary: dict) -> None:
@@ -94,7 +97,8 @@ def main(argv):
   except (check_config.ConfigError, workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirBusyError, workdir_lib.NotAWorkdirError,
           results.DamagedLogError, executors.ClusterLostError,
-          search.AllChildrenFailedError) as error:
+          executors.ClusterTooSmallError, search.AllChildrenFailedError,
+          search.TruncatedLogError) as error:
     sys.exit(f'error: {error}')
   print_summary(summary)
 
@@ -113,24 +117,56 @@ def resolve_config(argv: list[str]) -> list[str]:
   shipped name exits with one line.
   """
   argv = list(argv)
+  found = _config_argument(argv)
+  if found is None:
+    return argv
+  where, prefix, value = found
+  path, colon, variant = value.partition(':')
+  if os.path.isfile(path):
+    return argv
+  shipped = shipped_configs()
+  if path not in shipped:
+    sys.exit(f'error: --config={value}: no config file {path!r} and no shipped config of '
+             f'that name; give a path or one of {", ".join(shipped)}')
+  argv[where] = prefix + shipped[path] + colon + variant
+  return argv
+
+
+def _config_argument(argv: list[str]) -> tuple[int, str, str] | None:
+  """Where ``--config``'s value is in ``argv``, what precedes it there (``--config=``, or
+  nothing for ``--config VALUE``) and the value; None without one."""
   for i, arg in enumerate(argv):
     flag, equals, value = arg.partition('=')
     if flag not in ('--config', '-config'):
       continue
-    where = i if equals else i + 1  # --config=VALUE or --config VALUE
-    if where == len(argv):
-      break
-    value = value if equals else argv[where]
-    path, colon, variant = value.partition(':')
-    if os.path.isfile(path):
-      break
-    shipped = shipped_configs()
-    if path not in shipped:
-      sys.exit(f'error: --config={value}: no config file {path!r} and no shipped config of '
-               f'that name; give a path or one of {", ".join(shipped)}')
-    argv[where] = (f'{flag}=' if equals else '') + shipped[path] + colon + variant
-    break
-  return argv
+    if equals:
+      return i, f'{flag}=', value
+    return (i + 1, '', argv[i + 1]) if i + 1 < len(argv) else None
+  return None
+
+
+def override_past_a_value(argv: list[str]) -> str | None:
+  """One line for an override whose path goes on past a field that holds a value, such as
+  ``--config.seed.x=1`` (ml_collections raises a KeyError or a TypeError naming no flag);
+  None if no override does, or if the config does not load."""
+  found = _config_argument(argv)
+  try:
+    config = flags.FLAGS['config'].parser.parse(found[2])
+  except Exception:  # pylint: disable=broad-except  (the original error is reported)
+    return None
+  for arg in argv:
+    override = _OVERRIDE.fullmatch(arg)
+    if not override:
+      continue
+    node, walked = config, 'config'
+    for field in override.group(1).split('.'):
+      if not isinstance(node, ml_collections.ConfigDict):
+        return (f'error: --config.{override.group(1)}: {walked} is {node!r}, a value, not '
+                'a group of fields')
+      if field not in node:
+        break  # a missing field: unknown_field_message names it
+      node, walked = node[field], f'{walked}.{field}'
+  return None
 
 
 def _innermost_message(error: BaseException) -> str:
@@ -151,7 +187,7 @@ def unknown_field_message(error: BaseException, argv: list[str]) -> str:
   hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else (
       '; every field is in configs/default.py')
   for arg in argv:
-    path = re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', arg)
+    path = _OVERRIDE.fullmatch(arg)
     if path and key in path.group(1).split('.'):
       parts = path.group(1).split('.')
       parent = '.'.join(['config'] + parts[:parts.index(key)])
@@ -166,8 +202,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   sys.argv = argv  # ml_collections finds the --config.* overrides in sys.argv
   try:
     return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as error:  # an override of a field that is not there
-    sys.exit(unknown_field_message(error, argv))
+  except (AttributeError, KeyError, TypeError) as error:  # an override of no config field
+    sys.exit(override_past_a_value(argv) or unknown_field_message(error, argv))
   except flags.Error as error:
     # A config file's get_config error arrives as its whole traceback: keep its last line.
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -30,12 +30,13 @@ CSV_COLUMNS = ('rank', 'reward', 'accuracy', 'flops', 'params', 'iteration', 'in
 def children(workdir: str) -> list[dict]:
   """Each architecture the search trained, once, best reward first.
 
-  Cached repeats are left out; an architecture trained again (its first run failed for a
-  passing reason, such as a worker that died) counts with its latest result.
+  Cached repeats and children that did not run (``transient``: their worker died on every
+  retry) are left out; an architecture trained again (its first run did not happen, or
+  the config changed on a resume) counts with its latest result.
   """
   latest = {}
   for record in results.read_results(workdir, read_only=True):
-    if not record['cached']:
+    if not record['cached'] and not record.get('transient'):
       latest[record['hash']] = record
   return sorted(latest.values(), key=lambda record: record['reward'], reverse=True)
 

@@ -56,6 +56,10 @@ class SearchStopped(Exception):
   """SIGTERM asked the search to stop; everything finished is on disk, a rerun resumes."""
 
 
+class TruncatedLogError(ValueError):
+  """results.jsonl holds fewer records than the checkpoint covers."""
+
+
 class AllChildrenFailedError(RuntimeError):
   """No child of an iteration gave a verdict on its architecture (a broken dataset, a
   worker that cannot run): the strategy would only learn from zeros."""
@@ -134,8 +138,10 @@ class _SearchRun:
           search_state['cache'], search_state['best'], search_state['lines'])
     records = _read_log(workdir, lines)
     if len(records) < lines:
-      raise ValueError(f'{workdir}/{results_lib.RESULTS_FILE} has {len(records)} records but '
-                       f'the checkpoint covers {lines}: the log was truncated or replaced')
+      raise TruncatedLogError(
+          f'{workdir}/{results_lib.RESULTS_FILE} has {len(records)} records but the '
+          f'checkpoint covers {lines}: the log was truncated or replaced; restore it from a '
+          'backup, or start a new --workdir')
     self.pending: dict[str, list[dict]] = {}
     for record in records[lines:]:
       self.pending.setdefault(record['hash'], []).append(record)
@@ -258,7 +264,7 @@ class _SearchRun:
     reason = (str(first.get('reason', '')).strip().splitlines() or ['no reason given'])[0]
     line = min(record['index'] for record in self.records) + 1
     raise AllChildrenFailedError(
-        f'every child of iteration {self.iteration + 1} failed, none for its architecture '
+        f'every child of iteration {self.iteration} failed, none for its architecture '
         f'(the first, {first["codes"]}: {reason}); fix the cause, delete line {line} and '
         f'every line after it from {self.log.path} (or use a new workdir), and rerun')
 

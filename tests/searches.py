@@ -33,6 +33,17 @@ def digits_resume_config():
   return config
 
 
+def tiny_search_config():
+  """Three iterations of four blocks of at most four layers, on the digits."""
+  config = default.get_config()
+  config.dataset = 'digits'
+  config.validation_examples = 300
+  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
+  config.search.blocks_per_iteration = 4
+  config.search.max_layers = 4
+  return config
+
+
 def tiny_child_config(compilation_cache_dir=''):
   """The quickstart's child on a slice of the digits: seconds to compile, ms a step."""
   config = quickstart.get_config()

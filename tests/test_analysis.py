@@ -57,8 +57,9 @@ def test_epsilon_phases_start_where_the_schedule_says():
 
 
 def test_q_vs_random_figure_draws_each_strategys_curves(tmp_path):
-  """The lines drawn are the summary's numbers (iterations counted from 0, as in the records), each under its
-  strategy's label, and the epsilon phases are marked between iterations."""
+  """The lines drawn are the summary's numbers (iterations counted from 0, as in the
+  records), each under its strategy's label, and the epsilon phases are marked between
+  iterations."""
   q_stats = {'iteration': [0, 1, 2], 'mean': [0.4, 0.5, 0.6], 'mean_std': [0.0, 0.1, 0.1],
              'top_k': [0.6, 0.7, 0.8], 'top_k_std': [0.1, 0.0, 0.1]}
   random_stats = {'iteration': [0, 1, 2], 'mean': [0.3, 0.3, 0.2], 'mean_std': [0.0] * 3,

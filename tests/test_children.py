@@ -20,35 +20,19 @@ from blockqnn_jax import report
 from blockqnn_jax import search
 from blockqnn_jax import workdir as workdir_lib
 from blockqnn_jax.analysis import surrogate
-from configs import default
+from tests import searches
 from tests.interrupt import Crash
 
 
-def search_config():
-  """Three iterations of four blocks of at most four layers."""
-  config = default.get_config()
-  config.dataset = 'digits'
-  config.validation_examples = 300
-  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
-  config.search.blocks_per_iteration = 4
-  config.search.max_layers = 4
-  return config
-
-
-class Evaluator:
+class Evaluator(searches.CountingEvaluator):
   """The surrogate's accuracy with a child's FLOPs, parameters and seconds, as a trained
   child reports them; raises Crash on call number ``crash_at``."""
 
-  def __init__(self, crash_at=None):
-    self.calls, self.crash_at = 0, crash_at
-
   def __call__(self, block):
-    self.calls += 1
-    if self.calls == self.crash_at:
-      raise Crash()
+    super().__call__(block)
     return {'accuracy': surrogate.synthetic_accuracy(block),
-            'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block), 'prepare_seconds': 0.25, 'train_seconds': 1.5,
-            'eval_seconds': 0.125}
+            'flops': block.flops(32, 32, 8), 'params': 1000 + 7 * len(block),
+            'prepare_seconds': 0.25, 'train_seconds': 1.5, 'eval_seconds': 0.125}
 
 
 def logged(workdir):
@@ -59,7 +43,7 @@ def logged(workdir):
 def test_report_on_a_killed_search_reads_without_the_lock_or_cutting_the_torn_line(
     tmp_path, capsys):
   with pytest.raises(Crash):
-    search.run_search(search_config(), str(tmp_path), Evaluator(crash_at=7))
+    search.run_search(searches.tiny_search_config(), str(tmp_path), Evaluator(crash_at=7))
   with open(tmp_path / 'results.jsonl', 'a') as log:
     log.write('{"accuracy": 0.5, "rew')  # a write in progress
   records = logged(tmp_path)
@@ -87,12 +71,14 @@ def test_report_on_a_killed_search_reads_without_the_lock_or_cutting_the_torn_li
     assert picture.format == 'PNG'
 
 
-def test_report_lists_each_architecture_once_with_its_latest_result(tmp_path, capsys):
+def test_report_lists_each_architecture_that_ran_once_with_its_latest_result(tmp_path,
+                                                                             capsys):
   records = [
       {'hash': 'a', 'cached': False, 'transient': True, 'accuracy': 0.0, 'reward': 0.0},
       {'hash': 'b', 'cached': False, 'accuracy': 0.5, 'reward': 0.45},
       {'hash': 'b', 'cached': True, 'accuracy': 0.5, 'reward': 0.45},
       {'hash': 'a', 'cached': False, 'accuracy': 0.75, 'reward': 0.7},
+      {'hash': 'c', 'cached': False, 'transient': True, 'accuracy': 0.0, 'reward': 0.0},
   ]
   with open(tmp_path / 'results.jsonl', 'w') as log:
     log.writelines(json.dumps({**r, 'codes': [[1, 4, 0, 0, 0], [2, 7, 0, 0, 0]], 'index': i,
@@ -142,7 +128,7 @@ def hparams_sessions(logdir):
 
 
 def test_each_trained_child_is_a_tensorboard_hparams_session(tmp_path):
-  search.run_search(search_config(), str(tmp_path), Evaluator())
+  search.run_search(searches.tiny_search_config(), str(tmp_path), Evaluator())
   trained = [r for r in logged(tmp_path) if not r['cached']]
   experiment, groups = hparams_sessions(tmp_path)
   assert sorted(h.name for h in experiment.hparam_infos) == sorted([

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from blockqnn_jax import checkpoint
 from blockqnn_jax import child
 from blockqnn_jax import executors
+from blockqnn_jax import main
 from blockqnn_jax import nsc
 from blockqnn_jax import results
 from blockqnn_jax import search
@@ -319,20 +321,113 @@ def test_a_dead_nodes_actors_are_replaced_only_where_there_is_room():
   assert pool.actors == ['actor 0'] and made == ['actor 0', 'actor 1']
 
 
-class DiesOnSome:
+class FakeRay:
+  """Just enough of Ray for a RayExecutor: a cluster of a CPU-only head and a worker node
+  with the one GPU, whose actors start at once and die with their node."""
+
+  def __init__(self):
+    self.exceptions = pytest.importorskip('ray.exceptions')
+    self.worker_alive = True
+    self.refs = []  # (actor, what it returns)
+
+  def nodes(self):
+    return [{'Alive': True, 'Resources': {'CPU': 2.0}},
+            {'Alive': self.worker_alive, 'Resources': {'CPU': 2.0, 'GPU': 1.0}}]
+
+  def is_initialized(self):
+    return True
+
+  def cluster_resources(self):
+    return {'CPU': 4.0, 'GPU': 1.0}
+
+  def remote(self, _):
+    fake = self
+
+    class Method:
+      def __init__(self, returns):
+        self.returns = returns
+
+      def remote(self, *args):
+        fake.refs.append((self.actor, self.returns(*args)))
+        return len(fake.refs) - 1
+
+    class Actor:
+      def __init__(self):
+        self.__ray_ready__, self.evaluate = Method(lambda: True), Method(lambda block: 0.5)
+        self.__ray_ready__.actor = self.evaluate.actor = self
+
+    class ActorClass:
+      def options(self, **_):
+        return self
+
+      def remote(self, *_):
+        return Actor()
+
+    return ActorClass()
+
+  def wait(self, refs, num_returns, timeout):
+    return refs[:num_returns], refs[num_returns:]
+
+  def get(self, ref):
+    if not self.worker_alive:
+      raise self.exceptions.RayActorError()
+    return self.refs[ref][1]
+
+  def kill(self, actor):
+    pass
+
+
+def test_a_ray_search_without_an_actor_left_ends_in_one_line(monkeypatch):
+  """The node with the GPU dies, and the head left alive places no actor of a whole GPU:
+  its actor is not replaced and, once Ray has had time to report the node dead, the
+  search ends with one line instead of waiting for an actor forever."""
+  fake = FakeRay()
+  monkeypatch.setitem(sys.modules, 'ray', fake)
+  config = searches.resume_config()
+  config.ray.gpus_per_trial = 1.0
+  executor = executors.RayExecutor(config, surrogate.synthetic_accuracy, compile_ahead=0)
+  assert len(executor.actors) == 1
+  assert executor.next_result(timeout=0) is None  # the actor starts
+  executor.submit('a', CONV)
+  fake.worker_alive = False
+  assert executor.next_result(timeout=0) is None  # ... and dies; Ray may still be late
+  assert executor.actors == []
+  monkeypatch.setattr(executors, 'NO_ACTOR_SECONDS', 0)
+  time.sleep(0.01)
+  with pytest.raises(executors.ClusterLostError) as lost:
+    executor.next_result(timeout=0)
+  assert str(lost.value).startswith(
+      'no Ray actor of 1.0 CPU / 1.0 GPU is left and the cluster places no new one (the '
+      'last died: RayActorError: ')
+  assert '\n' not in str(lost.value)
+
+
+def test_a_ray_share_no_node_places_exits_with_one_line(tmp_path, monkeypatch):
+  """cpus_per_trial=3 where each node has 2 CPUs: the command line exits with the line
+  naming it, no traceback."""
+  monkeypatch.setitem(sys.modules, 'ray', FakeRay())
+  config = searches.tiny_search_config()
+  config.executor, config.ray.cpus_per_trial = 'ray', 3.0
+  for name, value in (('_CONFIG', config), ('_WORKDIR', str(tmp_path / 'work')),
+                      ('_ALLOW_CONFIG_CHANGE', False)):
+    monkeypatch.setattr(main, name, types.SimpleNamespace(value=value))
+  with pytest.raises(SystemExit) as exited:
+    main.main(['blockqnn'])
+  assert str(exited.value) == (
+      "error: no node of the Ray cluster ([{'CPU': 2.0}, {'CPU': 2.0, 'GPU': 1.0}]) can "
+      'place one actor of 3.0 CPU and 1.0 GPU: lower config.ray.cpus_per_trial or '
+      'gpus_per_trial')
+
+
+class DiesOnSome(CountingEvaluator):
   """The surrogate, except that the worker of every third architecture (by its hash) dies
   on every retry, a transient failure; raises Crash on call number `crash_at`."""
 
-  def __init__(self, crash_at=None):
-    self.calls, self.crash_at = 0, crash_at
-
   def __call__(self, block):
-    self.calls += 1
-    if self.calls == self.crash_at:
-      raise Crash()
+    result = super().__call__(block)
     if int(block.canonical_hash()[:2], 16) % 3 == 0:
       return executors._failed('worker died 3 times: RayActorError', transient=True)
-    return surrogate.synthetic_accuracy(block)
+    return result
 
 
 def spy_on_feedback(monkeypatch, config):
@@ -379,7 +474,7 @@ def test_an_iteration_without_a_verdict_stops_the_search_in_one_line(tmp_path, m
     search.run_search(config, str(tmp_path), failing_with('FileNotFoundError: no data'))
   first = results.read_results(str(tmp_path))[0]
   assert str(stopped.value) == (
-      f'every child of iteration 1 failed, none for its architecture (the first, '
+      f'every child of iteration 0 failed, none for its architecture (the first, '
       f'{first["codes"]}: FileNotFoundError: no data); fix the cause, delete line 1 and '
       f'every line after it from {tmp_path}/results.jsonl (or use a new workdir), and rerun')
   assert not fed and checkpoint.SearchCheckpointer(str(tmp_path)).restore() is None

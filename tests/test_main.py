@@ -14,19 +14,9 @@ from blockqnn_jax import draw
 from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax.analysis import surrogate
-from configs import default
+from tests import searches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_search_config():
-  config = default.get_config()
-  config.dataset = 'digits'
-  config.validation_examples = 300
-  config.search.epsilon_schedule = ((1.0, 2), (0.1, 1))
-  config.search.blocks_per_iteration = 4
-  config.search.max_layers = 4
-  return config
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -64,7 +54,7 @@ def tiny_search_config():
     ('distributed.process_id', -1, 'config.distributed.process_id=-1 is not allowed'),
 ])
 def test_every_config_mistake_is_one_clear_line(field, value, message):
-  config = tiny_search_config()
+  config = searches.tiny_search_config()
   config.update_from_flattened_dict({field: value})
   with pytest.raises(check_config.ConfigError) as error:
     check_config.check_config(config)
@@ -86,6 +76,10 @@ def test_the_command_line_exits_with_one_line_before_any_work(tmp_path):
 @pytest.mark.parametrize('flag, message', [
     ('--config.search.strategi=random', "error: --config.search.strategi: config.search "
      "has no field 'strategi'; did you mean 'strategy'?"),
+    ('--config.seed.x=1', "error: --config.seed.x: config.seed is 0, a value, not a group "
+     'of fields'),
+    ('--config.search.strategy.x=1', "error: --config.search.strategy.x: "
+     "config.search.strategy is 'qlearning', a value, not a group of fields"),
     ('--config=configs/no_such_config.py', "error: --config=configs/no_such_config.py: no "
      "config file 'configs/no_such_config.py' and no shipped config of that name; give a "
      'path or one of cifar10, cifar100, default, quickstart'),
@@ -123,7 +117,8 @@ def test_config_variants_load():
 
 
 def test_tensorboard_events_hold_the_search(tmp_path):
-  search.run_search(tiny_search_config(), str(tmp_path), surrogate.synthetic_accuracy)
+  search.run_search(searches.tiny_search_config(), str(tmp_path),
+                    surrogate.synthetic_accuracy)
   events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'tensors': 0})
   events.Reload()
   tags = events.Tags()
@@ -139,7 +134,8 @@ def test_tensorboard_events_hold_the_search(tmp_path):
 
 
 def test_best_block_pictures_are_written(tmp_path):
-  search.run_search(tiny_search_config(), str(tmp_path), surrogate.synthetic_accuracy)
+  search.run_search(searches.tiny_search_config(), str(tmp_path),
+                    surrogate.synthetic_accuracy)
   best = json.loads((tmp_path / 'best_block.json').read_text())
   with Image.open(tmp_path / 'best_block.png') as image:
     assert image.width > 100 and image.height > 100

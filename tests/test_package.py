@@ -12,14 +12,17 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
+import tomllib
 
 import pytest
 import setuptools
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # What `pip install .` reads: the package, the configs and what pyproject.toml names.
-SOURCES = ('pyproject.toml', 'README.md', 'requirements.txt', 'requirements-ray.txt',
-           'requirements-cuda.txt', 'blockqnn_jax', 'configs')
+SOURCES = ('pyproject.toml', 'MANIFEST.in', 'README.md', 'requirements.txt',
+           'requirements-ray.txt', 'requirements-cuda.txt', 'requirements-test.txt',
+           'blockqnn_jax', 'configs')
 CHECK_ERROR = 'error: config.early_stop.epochs=-2 is not allowed: an integer >= 1'
 USER_CONFIG = '''
 from configs import quickstart
@@ -43,13 +46,7 @@ def can_build_offline() -> bool:
                     reason='building offline needs the wheel package or setuptools >= 70.1')
 def test_pip_install_gives_the_blockqnn_command_with_its_configs(tmp_path):
   source, venv, elsewhere = tmp_path / 'source', tmp_path / 'venv', tmp_path / 'elsewhere'
-  source.mkdir()
-  for name in SOURCES:
-    if (ROOT / name).is_dir():
-      shutil.copytree(ROOT / name, source / name,
-                      ignore=shutil.ignore_patterns('__pycache__'))
-    else:
-      shutil.copy(ROOT / name, source / name)
+  copy_sources(source)
   subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', '--without-pip',
                   str(venv)], check=True)
   subprocess.run([sys.executable, '-m', 'pip', '--python', str(venv / 'bin' / 'python'),
@@ -78,6 +75,35 @@ def test_pip_install_gives_the_blockqnn_command_with_its_configs(tmp_path):
       "allowed: 'smoke', 'paper_agent'\n")
   assert all(code == 1 for _, _, code in outputs.values())
   assert not (elsewhere / 'w').exists()
+
+
+def copy_sources(destination: pathlib.Path) -> None:
+  destination.mkdir()
+  for name in SOURCES:
+    if (ROOT / name).is_dir():
+      shutil.copytree(ROOT / name, destination / name,
+                      ignore=shutil.ignore_patterns('__pycache__'))
+    else:
+      shutil.copy(ROOT / name, destination / name)
+
+
+def test_the_sdist_holds_the_files_the_dependencies_are_read_from(tmp_path):
+  """A wheel built from the sdist (python -m build, pip install of the sdist) reads its
+  dependencies from the requirements files: setuptools only warns when one is missing,
+  and the wheel then depends on nothing."""
+  source = tmp_path / 'source'
+  copy_sources(source)
+  subprocess.run([sys.executable, '-c', 'from setuptools import build_meta; '
+                  f'build_meta.build_sdist({str(tmp_path / "dist")!r})'],
+                 cwd=source, check=True, capture_output=True)
+  (sdist,) = (tmp_path / 'dist').iterdir()
+  with tarfile.open(sdist) as archive:
+    names = {name.split('/', 1)[1] for name in archive.getnames() if '/' in name}
+  dynamic = tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['setuptools'][
+      'dynamic']
+  read = [*dynamic['dependencies']['file'],
+          *(f for extra in dynamic['optional-dependencies'].values() for f in extra['file'])]
+  assert len(read) == 4 and not set(read) - names, sorted(names)
 
 
 def test_the_cuda_extra_pins_the_jax_of_requirements_txt():

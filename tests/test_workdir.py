@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
+from blockqnn_jax import main
 from blockqnn_jax import results
 from blockqnn_jax import search
 from blockqnn_jax import workdir as workdir_lib
@@ -183,6 +185,21 @@ def test_a_damaged_line_the_checkpoint_covers_asks_for_a_backup(tmp_path):
       r'\(the checkpoint covers the first 36 lines')):
     search.run_search(searches.resume_config(), str(tmp_path),
                       searches.CountingEvaluator())
+
+
+def test_a_log_shorter_than_the_checkpoint_exits_with_one_line(tmp_path, monkeypatch):
+  config = searches.digits_resume_config()
+  search.run_search(config, str(tmp_path), searches.CountingEvaluator())
+  path = tmp_path / 'results.jsonl'
+  path.write_text(''.join(path.read_text().splitlines(keepends=True)[:10]))
+  for name, value in (('_CONFIG', config), ('_WORKDIR', str(tmp_path)),
+                      ('_ALLOW_CONFIG_CHANGE', False)):
+    monkeypatch.setattr(main, name, types.SimpleNamespace(value=value))
+  with pytest.raises(SystemExit) as exited:
+    main.main(['blockqnn'])
+  assert str(exited.value) == (
+      f'error: {tmp_path}/results.jsonl has 10 records but the checkpoint covers 36: the '
+      'log was truncated or replaced; restore it from a backup, or start a new --workdir')
 
 
 def test_the_cli_names_a_damaged_line_in_one_line(tmp_path):
