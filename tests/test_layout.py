@@ -14,8 +14,9 @@ PACKAGE = 'blockqnn_jax'
 # Bottom to top. A module may import modules of its own layer (without a circle) or below.
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
-     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
-    ('agent',),
+     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input',
+     'predictor'),
+    ('agent', 'predictor_guided'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),
