@@ -12,13 +12,13 @@ import numbers
 
 import jax
 
-from blockqnn_jax import agent
 from blockqnn_jax import data
 from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import models
-from blockqnn_jax import predictor_guided
+from blockqnn_jax import strategies
+from blockqnn_jax.strategies import predictor_guided
 from blockqnn_jax import workdir
 from blockqnn_jax.training import recipes
 from blockqnn_jax.training import runners
@@ -150,6 +150,9 @@ def check_predictor(config) -> None:
       raise ConfigError(f'config.search.predictor.{field} is unknown: the fields are '
                         f'{predictor_guided.FIELDS}')
   _check_bool(config, 'search.predictor.enabled')
+  if config.search.predictor.enabled and config.search.strategy not in predictor_guided.GUIDED:
+    _fail('search.predictor.enabled', True, f'False with search.strategy='
+          f'{config.search.strategy!r}: the predictor guides {predictor_guided.GUIDED}')
   _check_int(config, 'search.predictor.members', 1)
   _check_number(config, 'search.predictor.ridge', 1e-9, 1e9)
   _check_int(config, 'search.predictor.warmup', 2)
@@ -195,7 +198,7 @@ def check_config(config) -> None:
   if not isinstance(config.dataset, str) or not config.dataset:
     _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "
           "'synthetic'")
-  _check_choice(config, 'search.strategy', agent.STRATEGIES)
+  _check_choice(config, 'search.strategy', strategies.STRATEGIES)
   _check_schedule(config.search.epsilon_schedule)
   _check_int(config, 'search.blocks_per_iteration', 1)
   _check_int(config, 'search.max_layers', 1)
@@ -204,9 +207,9 @@ def check_config(config) -> None:
   _check_number(config, 'search.discount', 0.0, 1.0)
   _check_number(config, 'search.q_init', -1e9, 1e9)
   _check_int(config, 'search.replay_samples', 0)
-  _check_choice(config, 'search.terminal_reward', agent.TERMINAL_REWARDS)
-  _check_choice(config, 'search.exploration', agent.EXPLORATIONS)
-  _check_choice(config, 'search.update_order', agent.UPDATE_ORDERS)
+  _check_choice(config, 'search.terminal_reward', strategies.TERMINAL_REWARDS)
+  _check_choice(config, 'search.exploration', strategies.EXPLORATIONS)
+  _check_choice(config, 'search.update_order', strategies.UPDATE_ORDERS)
   _check_int(config, 'search.population_size', 1)
   _check_int(config, 'search.tournament_size', 1, config.search.population_size)
   check_predictor(config)

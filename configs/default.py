@@ -76,15 +76,16 @@ def get_config():
   config.block = ''
 
   config.search = ml_collections.ConfigDict()
-  # 'qlearning' (paper: epsilon-greedy Q-learning), or a baseline: 'random' or
-  # 'evolution' (regularized evolution, Real et al. AAAI 2019).
+  # 'qlearning' (paper: epsilon-greedy Q-learning), or a baseline: 'random',
+  # 'evolution' (regularized evolution, Real et al. AAAI 2019) or 'local_search' (White
+  # et al. 2020: climbs through one-mutation neighbours, restarts at local optima).
   config.search.strategy = 'qlearning'
   # (epsilon, iterations) pairs. About 178 iterations: paper (secondary sources); 64 blocks
   # per iteration (11,392 blocks): reported, unconfirmed. The split over epsilons: ours,
   # measured on NAS-Bench-201 (docs/reproducing.md): the reported split
   # spends 95 iterations (53%) at epsilon 1; 18 (10%) found better architectures at 500
   # evaluations on all three of its data sets and no worse at 100. The later phases keep
-  # the reported proportions. agent.PAPER_QLEARNING holds the reported split.
+  # the reported proportions. strategies.PAPER_QLEARNING holds the reported split.
   config.search.epsilon_schedule = (
       (1.0, 18), (0.9, 13), (0.8, 13), (0.7, 13), (0.6, 19),
       (0.5, 19), (0.4, 19), (0.3, 19), (0.2, 19), (0.1, 26))
@@ -95,7 +96,7 @@ def get_config():
   # 'learning_rate_decrease' where it is below (hysteretic Q-learning, Matignon et al.
   # 2007). Ours, measured on NAS-Bench-201: MetaQNN's 0.01 for both is random search at
   # 100 evaluations; 1.0 / 0.1 beat regularized evolution at 100 and 500 on its three
-  # data sets (agent.py says why). On a noisy reward (a child's early-stop accuracy) the
+  # data sets (strategies/qlearning.py says why). On a noisy reward (a child's early-stop accuracy) the
   # fast increase chases lucky evaluations: lower 'learning_rate' there if that shows.
   config.search.learning_rate = 1.0
   config.search.learning_rate_decrease = 0.1
@@ -119,7 +120,7 @@ def get_config():
   # Reward shaping gives every step before the last R/T (reported, unconfirmed); the last step gets
   # the full R ('full', MetaQNN's terminal update) or R/T too ('shaped'). Our choice is
   # 'full', because with 'shaped' and gamma = 1 the greedy policy runs every block to the
-  # depth limit (measured: docs/method.md; agent.py).
+  # depth limit (measured: docs/method.md; strategies/qlearning.py).
   config.search.terminal_reward = 'full'
   # How epsilon-greedy explores (and breaks greedy ties): 'uniform' over the legal actions,
   # which is what the paper's "epsilon-greedy" implies on its usual reading, or
@@ -135,10 +136,15 @@ def get_config():
   # NAS-Bench-201 (alpha 0.5): 'forward' was worse at 100 and 500 evaluations.
   config.search.update_order = 'reverse'
   # Regularized evolution (strategy='evolution'): population 10 and tournament 3 are
-  # NAS-Bench-201's settings for it (its R_EA.py); the population ages (the oldest dies).
+  # NAS-Bench-201's settings for it (its R_EA.py), one child at a time; the population
+  # ages (the oldest dies). With more children an iteration than members, both scale so
+  # the population holds an iteration and the tournament keeps its share: 64 and 19 at
+  # the 64 blocks an iteration above. Measured on NAS-Bench-201 (docs/reproducing.md): 10
+  # and 3 kept at 64 an iteration lost 0.1-0.4 points at 500 evaluations to one at a time;
+  # scaled, they tie it.
   config.search.population_size = 10
   config.search.tournament_size = 3
-  # Predictor-guided proposals (blockqnn_jax/predictor_guided.py, docs/method.md): the
+  # Predictor-guided proposals (blockqnn_jax/strategies/predictor_guided.py, docs/method.md): the
   # strategy's candidates ranked by a bootstrap ensemble of ridge regressions on the
   # space's features (blockqnn_jax/predictor.py), the best unevaluated one proposed.
   config.search.predictor = ml_collections.ConfigDict()

@@ -21,9 +21,9 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from blockqnn_jax import agent
 from blockqnn_jax import predictor
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import correlation
 from blockqnn_jax.analysis import surrogate
 from blockqnn_jax.analysis import tabular
@@ -71,7 +71,7 @@ def nsc_blocks(count: int) -> list:
   config = ml_collections.ConfigDict({'max_layers': 23, 'epsilon_schedule': ((1.0, 1),),
                                       'blocks_per_iteration': 1,
                                       'exploration': 'type_first', 'strategy': 'random'})
-  strategy = agent.make_strategy(config, seed=0)
+  strategy = strategies.make_strategy(config, seed=0)
   blocks = {}
   while len(blocks) < count:
     block = strategy.propose()

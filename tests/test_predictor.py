@@ -14,10 +14,10 @@ import pytest
 from blockqnn_jax import check_config
 from blockqnn_jax import nsc
 from blockqnn_jax import predictor
-from blockqnn_jax import predictor_guided
 from blockqnn_jax import search_space
 from blockqnn_jax.analysis import correlation
 from blockqnn_jax.analysis import tabular
+from blockqnn_jax.strategies import predictor_guided
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

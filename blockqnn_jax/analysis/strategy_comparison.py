@@ -2,7 +2,7 @@
 budget, the best-so-far curves and their figure
 (``python -m experiments.benchmark_strategies`` runs them on a table).
 
-Every run uses the project's own strategy objects (``agent.make_strategy``) driven by
+Every run uses the project's own strategy objects (``strategies.make_strategy``) driven by
 ``tabular.search_table``. A run keeps the configured search in its proportions: the
 epsilon schedule is scaled to the budget (``tabular.scale_schedule``), so Q-learning
 spends the same share of it in each epsilon phase whatever the budget, and the replay to
@@ -18,15 +18,14 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
-from blockqnn_jax import agent
-from blockqnn_jax import predictor_guided
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
+from blockqnn_jax.strategies import predictor_guided
 
-# 'qlearning' runs the config as given; 'qlearning_paper' with agent.PAPER_QLEARNING. A
-# name with the suffix '+predictor' is that strategy guided by config.search.predictor.
-UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution')
-STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in UNGUIDED
-                              if s != 'qlearning_paper')
+# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
+# A name with the suffix '+predictor' is that strategy guided by config.search.predictor.
+UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
+STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in predictor_guided.GUIDED)
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 
@@ -40,7 +39,7 @@ def strategy_config(search_config, strategy: str, budget: int,
   guided = strategy.endswith(predictor_guided.SUFFIX)
   strategy = strategy.removesuffix(predictor_guided.SUFFIX)
   if strategy == 'qlearning_paper':
-    config.update(agent.PAPER_QLEARNING)
+    config.update(strategies.PAPER_QLEARNING)
   config.strategy = 'qlearning' if strategy.startswith('qlearning') else strategy
   config.predictor.enabled = guided
   if config.replay_samples:

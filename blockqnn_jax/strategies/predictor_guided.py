@@ -39,10 +39,14 @@ import copy
 from absl import logging
 import numpy as np
 
-from blockqnn_jax import agent
 from blockqnn_jax import predictor
+from blockqnn_jax import strategies
 
 ACQUISITIONS = ('ucb', 'thompson')
+# The strategies it can guide: their propose() changes only the strategy's generator and
+# counters, so a shallow copy draws candidates without touching the strategy. Local
+# search's propose() records pending proposals in shared containers, so it is not guided.
+GUIDED = ('qlearning', 'random', 'evolution')
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
           'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
@@ -238,10 +242,13 @@ class PredictorGuided:
 
 
 def make_strategy(search_config, seed: int, space=None):
-  """``config.search.strategy`` (``agent.make_strategy``), guided by the predictor when
-  ``config.search.predictor.enabled``."""
-  inner = agent.make_strategy(search_config, seed, space)
+  """``config.search.strategy`` (``strategies.make_strategy``), guided by the predictor
+  when ``config.search.predictor.enabled``."""
+  inner = strategies.make_strategy(search_config, seed, space)
   predictor_config = search_config.get('predictor')
-  if predictor_config is not None and predictor_config.enabled:
-    return PredictorGuided(inner, predictor_config, seed)
-  return inner
+  if predictor_config is None or not predictor_config.enabled:
+    return inner
+  if inner.name not in GUIDED:
+    raise ValueError(f'config.search.predictor.enabled=True with config.search.strategy='
+                     f'{inner.name!r}: the predictor guides {GUIDED}')
+  return PredictorGuided(inner, predictor_config, seed)
