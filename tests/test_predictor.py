@@ -219,3 +219,14 @@ def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):
   for name in names:
     assert output['results'][name]['20'] == {'mean': 10.0, 'std': 0.0, 'runs': 2}
   assert output['search_config']['predictor']['warmup'] == 5
+
+
+def test_local_search_is_not_guided():
+  config = default.get_config()
+  config.search.strategy = 'local_search'
+  config.search.predictor.enabled = True
+  with pytest.raises(check_config.ConfigError, match=r"predictor.enabled=True is not allowed: "
+                     r"False with search.strategy='local_search': the predictor guides"):
+    check_config.check_predictor(config)
+  with pytest.raises(ValueError, match='the predictor guides'):
+    predictor_guided.make_strategy(config.search, 0, SPACE)
