@@ -15,6 +15,7 @@ from blockqnn_jax import check_config
 from blockqnn_jax import nsc
 from blockqnn_jax import predictor
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import correlation
 from blockqnn_jax.analysis import tabular
 from blockqnn_jax.strategies import predictor_guided
@@ -88,7 +89,7 @@ def test_isomorphic_blocks_share_features_and_sequences_encode_pairs():
 
 
 def guided_run(config, seed=0, iterations=8, score=landscape, space=SPACE):
-  strategy = predictor_guided.make_strategy(config, seed, space)
+  strategy = strategies.make_strategy(config, seed, space)
   proposals = []
   for _ in range(iterations):
     batch = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
@@ -113,7 +114,7 @@ def test_the_acquisition_proposes_the_candidate_it_ranks_best(monkeypatch, acqui
   monkeypatch.setattr(predictor.EnsemblePredictor, 'member_predictions', recording)
   config = search_config('random', acquisition=acquisition, kappa=2.0)
   config.blocks_per_iteration = 1
-  strategy = predictor_guided.make_strategy(config, 0, SPACE)
+  strategy = strategies.make_strategy(config, 0, SPACE)
   checked = 0
   for _ in range(12):
     before = len(ranked)
@@ -154,7 +155,7 @@ def test_a_guided_search_resumes_exactly():
   config = search_config('evolution')
   whole, proposals = guided_run(config, iterations=10)
   first, _ = guided_run(config, iterations=4)
-  resumed = predictor_guided.make_strategy(config, 0, SPACE)
+  resumed = strategies.make_strategy(config, 0, SPACE)
   resumed.load_state_dict(json.loads(json.dumps(
       first.state_dict(), default=lambda a: a.tolist())))
   rest = []
@@ -229,4 +230,4 @@ def test_local_search_is_not_guided():
                      r"False with search.strategy='local_search': the predictor guides"):
     check_config.check_predictor(config)
   with pytest.raises(ValueError, match='the predictor guides'):
-    predictor_guided.make_strategy(config.search, 0, SPACE)
+    strategies.make_strategy(config.search, 0, SPACE)

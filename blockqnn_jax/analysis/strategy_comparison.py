@@ -55,7 +55,7 @@ def run_one(task: tuple) -> np.ndarray:
   """One seeded run: the report of the best-so-far architecture after each evaluation."""
   search_config, strategy, budget, seed, blocks_per_iteration = task
   config = strategy_config(search_config, strategy, budget, blocks_per_iteration)
-  searcher = predictor_guided.make_strategy(config, seed, _TABLE.space)
+  searcher = strategies.make_strategy(config, seed, _TABLE.space)
   keys = tabular.search_table(searcher, _TABLE, budget)
   return tabular.best_so_far(_TABLE, keys, budget)
 
