@@ -15,9 +15,10 @@ PACKAGE = 'blockqnn_jax'
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
      'reward', 'search_space', 'draw', 'summaries', 'models', 'images', 'own_data', 'data',
-     'streaming_input'),
+     'streaming_input', 'predictor'),
     ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
-     'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies'),
+     'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies',
+     'strategies.predictor_guided'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),

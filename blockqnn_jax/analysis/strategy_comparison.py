@@ -21,9 +21,12 @@ import numpy as np
 
 from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
+from blockqnn_jax.strategies import predictor_guided
 
 # 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
-STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
+# A name with the suffix '+predictor' is that strategy guided by config.search.predictor.
+UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
+STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in predictor_guided.GUIDED)
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 
@@ -34,9 +37,12 @@ def strategy_config(search_config, strategy: str, budget: int,
   if strategy not in STRATEGIES:
     raise ValueError(f'strategy {strategy!r} is unknown, allowed {STRATEGIES}')
   config = ml_collections.ConfigDict(search_config.to_dict())
+  guided = strategy.endswith(predictor_guided.SUFFIX)
+  strategy = strategy.removesuffix(predictor_guided.SUFFIX)
   if strategy == 'qlearning_paper':
     config.update(strategies.PAPER_QLEARNING)
   config.strategy = 'qlearning' if strategy.startswith('qlearning') else strategy
+  config.predictor.enabled = guided
   if config.replay_samples:
     config.replay_samples = max(1, round(
         config.replay_samples * blocks_per_iteration / config.blocks_per_iteration))
