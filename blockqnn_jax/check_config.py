@@ -12,12 +12,12 @@ import numbers
 
 import jax
 
-from blockqnn_jax import agent
 from blockqnn_jax import data
 from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import models
+from blockqnn_jax import strategies
 from blockqnn_jax import workdir
 from blockqnn_jax.training import recipes
 from blockqnn_jax.training import runners
@@ -178,7 +178,7 @@ def check_config(config) -> None:
   if not isinstance(config.dataset, str) or not config.dataset:
     _fail('dataset', config.dataset, "'cifar10', 'cifar100', a TFDS name, 'digits' or "
           "'synthetic'")
-  _check_choice(config, 'search.strategy', agent.STRATEGIES)
+  _check_choice(config, 'search.strategy', strategies.STRATEGIES)
   _check_schedule(config.search.epsilon_schedule)
   _check_int(config, 'search.blocks_per_iteration', 1)
   _check_int(config, 'search.max_layers', 1)
@@ -187,9 +187,9 @@ def check_config(config) -> None:
   _check_number(config, 'search.discount', 0.0, 1.0)
   _check_number(config, 'search.q_init', -1e9, 1e9)
   _check_int(config, 'search.replay_samples', 0)
-  _check_choice(config, 'search.terminal_reward', agent.TERMINAL_REWARDS)
-  _check_choice(config, 'search.exploration', agent.EXPLORATIONS)
-  _check_choice(config, 'search.update_order', agent.UPDATE_ORDERS)
+  _check_choice(config, 'search.terminal_reward', strategies.TERMINAL_REWARDS)
+  _check_choice(config, 'search.exploration', strategies.EXPLORATIONS)
+  _check_choice(config, 'search.update_order', strategies.UPDATE_ORDERS)
   _check_int(config, 'search.population_size', 1)
   _check_int(config, 'search.tournament_size', 1, config.search.population_size)
   _check_number(config, 'reward.flops_weight', -1e9, 1e9)  # the sign is a question (docs/method.md)

@@ -28,7 +28,6 @@ from typing import Callable, Union
 
 from absl import logging
 
-from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import checkpoint as checkpoint_lib
 from blockqnn_jax import draw
 from blockqnn_jax import executors
@@ -37,6 +36,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import results as results_lib
 from blockqnn_jax import reward as reward_lib
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies as agent_lib
 from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
 

@@ -9,13 +9,13 @@ configs/default.py. ``configs/cifar10.py`` is the same search on CIFAR-10.
 
 The ``smoke`` variant shrinks everything (data, network, schedule, final training) so
 that every mode runs in a few minutes on a CPU. The ``paper_agent`` variant searches with
-the published agent's values (``agent.PAPER_QLEARNING``: the reported schedule, MetaQNN's
+the published agent's values (``strategies.PAPER_QLEARNING``: the reported schedule, MetaQNN's
 alpha 0.01 and initial Q 0.5) instead of ours (configs/default.py says why).
 
   python -m blockqnn_jax.main --config=configs/cifar100.py:paper_agent --workdir=/tmp/paper
 """
 
-from blockqnn_jax import agent
+from blockqnn_jax import strategies
 from configs import default
 
 
@@ -40,7 +40,7 @@ def get_config(variant: str = ''):
     config.transfer.max_eval_examples = 512
     config.transfer.update(filters=8, repeats=1, epochs=2, warmup_epochs=1, batch_size=128)
   elif variant == 'paper_agent':
-    config.search.update(agent.PAPER_QLEARNING)
+    config.search.update(strategies.PAPER_QLEARNING)
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of the CIFAR configs, allowed: 'smoke', "
                      "'paper_agent'")

@@ -84,7 +84,7 @@ def get_config():
   # measured on NAS-Bench-201 (docs/reproducing.md): the reported split
   # spends 95 iterations (53%) at epsilon 1; 18 (10%) found better architectures at 500
   # evaluations on all three of its data sets and no worse at 100. The later phases keep
-  # the reported proportions. agent.PAPER_QLEARNING holds the reported split.
+  # the reported proportions. strategies.PAPER_QLEARNING holds the reported split.
   config.search.epsilon_schedule = (
       (1.0, 18), (0.9, 13), (0.8, 13), (0.7, 13), (0.6, 19),
       (0.5, 19), (0.4, 19), (0.3, 19), (0.2, 19), (0.1, 26))
@@ -95,7 +95,7 @@ def get_config():
   # 'learning_rate_decrease' where it is below (hysteretic Q-learning, Matignon et al.
   # 2007). Ours, measured on NAS-Bench-201: MetaQNN's 0.01 for both is random search at
   # 100 evaluations; 1.0 / 0.1 beat regularized evolution at 100 and 500 on its three
-  # data sets (agent.py says why). On a noisy reward (a child's early-stop accuracy) the
+  # data sets (strategies/qlearning.py says why). On a noisy reward (a child's early-stop accuracy) the
   # fast increase chases lucky evaluations: lower 'learning_rate' there if that shows.
   config.search.learning_rate = 1.0
   config.search.learning_rate_decrease = 0.1
@@ -119,7 +119,7 @@ def get_config():
   # Reward shaping gives every step before the last R/T (reported, unconfirmed); the last step gets
   # the full R ('full', MetaQNN's terminal update) or R/T too ('shaped'). Our choice is
   # 'full', because with 'shaped' and gamma = 1 the greedy policy runs every block to the
-  # depth limit (measured: docs/method.md; agent.py).
+  # depth limit (measured: docs/method.md; strategies/qlearning.py).
   config.search.terminal_reward = 'full'
   # How epsilon-greedy explores (and breaks greedy ties): 'uniform' over the legal actions,
   # which is what the paper's "epsilon-greedy" implies on its usual reading, or

@@ -13,14 +13,14 @@ import time
 from absl import app
 from absl import flags
 
-from blockqnn_jax import agent
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import benchmarking
 from blockqnn_jax.analysis import surrogate
 from configs import default
 
 _SCALE = flags.DEFINE_float('schedule_scale', 1.0, 'Fraction of the paper schedule to run.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds for the Q-learning vs random comparison.')
-_EXPLORATION = flags.DEFINE_enum('exploration', 'type_first', agent.EXPLORATIONS,
+_EXPLORATION = flags.DEFINE_enum('exploration', 'type_first', strategies.EXPLORATIONS,
                                  'config.search.exploration of both strategies.')
 
 

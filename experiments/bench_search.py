@@ -28,11 +28,11 @@ import time
 from absl import app
 from absl import flags
 
-from blockqnn_jax import agent
 from blockqnn_jax import child
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import executors
 from blockqnn_jax import nsc
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import benchmarking
 from blockqnn_jax.analysis import reference_blocks
 from configs import default
@@ -62,7 +62,7 @@ def child_stream(count: int, max_layers: int) -> list[nsc.Block]:
   search_config = default.get_config().search
   search_config.max_layers = max_layers
   search_config.epsilon_schedule = ((1.0, 1),)
-  sampler = agent.make_strategy(search_config, seed=0)
+  sampler = strategies.make_strategy(search_config, seed=0)
   while len(blocks) < count:
     blocks.append(sampler.propose())
   return blocks[:count]

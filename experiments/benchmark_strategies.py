@@ -14,7 +14,7 @@ line is one JSON object with the results.
 
 The agent's fields come from ``--config`` (``configs/default.py``), e.g.
 ``--config.search.learning_rate=0.5``; ``qlearning_paper`` is Q-learning with the
-published values (``agent.PAPER_QLEARNING``).
+published values (``strategies.PAPER_QLEARNING``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The search strategies: legal sampling, reproducibility, exact state round trip; and
-``agent.drive``, the loop that runs one against a score."""
+``strategies.drive``, the loop that runs one against a score."""
 
 import json
 
@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent
 from blockqnn_jax import nsc
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import surrogate
 from configs import default
-from tests import strategies
+from tests import hypothesis_blocks
 
 
 def search_config(strategy='qlearning', max_layers=23, **overrides):
@@ -29,8 +29,8 @@ def search_config(strategy='qlearning', max_layers=23, **overrides):
 def proposed(strategy, iterations=None):
   """The blocks a strategy proposes on the surrogate landscape (to the end of its schedule,
   or for ``iterations``)."""
-  return [s.arch for s in agent.drive(strategy, surrogate.synthetic_accuracy,
-                                      iterations=iterations)]
+  return [s.arch for s in strategies.drive(strategy, surrogate.synthetic_accuracy,
+                                           iterations=iterations)]
 
 
 def test_action_sets_follow_the_nsc_table():
@@ -48,9 +48,9 @@ def test_action_sets_follow_the_nsc_table():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(agent.STRATEGIES), st.integers(1, 23), st.integers(0, 2**31))
+@given(st.sampled_from(strategies.STRATEGIES), st.integers(1, 23), st.integers(0, 2**31))
 def test_sampled_blocks_are_valid_and_round_trip(name, max_layers, seed):
-  strategy = agent.make_strategy(search_config(name, max_layers), seed)
+  strategy = strategies.make_strategy(search_config(name, max_layers), seed)
   for block in proposed(strategy, iterations=2):
     codes = block.to_codes()
     again = nsc.Block.from_codes(json.loads(json.dumps(codes)), max_layers)
@@ -61,31 +61,32 @@ def test_sampled_blocks_are_valid_and_round_trip(name, max_layers, seed):
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_sampled_blocks_keep_their_hash_under_renumbering(data):
-  strategy = agent.make_strategy(search_config(), data.draw(st.integers(0, 2**31)))
+  strategy = strategies.make_strategy(search_config(), data.draw(st.integers(0, 2**31)))
   block = strategy.propose()
-  assert data.draw(strategies.renumberings(block)).canonical_hash() == block.canonical_hash()
+  renumbered = data.draw(hypothesis_blocks.renumberings(block))
+  assert renumbered.canonical_hash() == block.canonical_hash()
 
 
 def test_same_seed_same_rewards_same_blocks():
-  a = proposed(agent.make_strategy(search_config(), 7))
-  b = proposed(agent.make_strategy(search_config(), 7))
-  c = proposed(agent.make_strategy(search_config(), 8))
+  a = proposed(strategies.make_strategy(search_config(), 7))
+  b = proposed(strategies.make_strategy(search_config(), 7))
+  c = proposed(strategies.make_strategy(search_config(), 8))
   assert a == b
   assert a != c
 
 
 def test_epsilon_follows_the_schedule():
-  strategy = agent.make_strategy(search_config(), 0)
+  strategy = strategies.make_strategy(search_config(), 0)
   seen = []
   while not strategy.finished:
     seen.append(strategy.epsilon)
     strategy.end_iteration()
   assert seen == [1.0] * 3 + [0.5] * 2 + [0.1] * 2
-  assert agent.make_strategy(search_config('random'), 0).epsilon == 1.0
+  assert strategies.make_strategy(search_config('random'), 0).epsilon == 1.0
 
 
 def test_default_schedule_is_178_iterations_of_64_blocks():
-  strategy = agent.make_strategy(default.get_config().search, 0)
+  strategy = strategies.make_strategy(default.get_config().search, 0)
   assert strategy.num_iterations == 178
   assert strategy.num_iterations * strategy.blocks_per_iteration == 11392
 
@@ -94,7 +95,7 @@ def test_default_schedule_is_178_iterations_of_64_blocks():
 def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
   config = search_config(learning_rate=0.5, learning_rate_decrease=0.5, q_init=0.5,
                          discount=1.0, replay_samples=0, terminal_reward=terminal_reward)
-  strategy = agent.make_strategy(config, 0)
+  strategy = strategies.make_strategy(config, 0)
   block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
   strategy.feedback(block, 0.8)
   conv, terminal = nsc.Layer(1, 1, 3, 0, 0), nsc.Layer(2, 7, 0, 0, 0)
@@ -109,7 +110,7 @@ def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
 def test_values_rise_at_one_rate_and_fall_at_another():
   config = search_config(learning_rate=0.5, learning_rate_decrease=0.1, q_init=0.5,
                          replay_samples=0)
-  strategy = agent.make_strategy(config, 0)
+  strategy = strategies.make_strategy(config, 0)
   block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
   conv, terminal = nsc.Layer(1, 1, 3, 0, 0), nsc.Layer(2, 7, 0, 0, 0)
   position = search_space.actions_at(2, 23).position[terminal]
@@ -122,7 +123,7 @@ def test_values_rise_at_one_rate_and_fall_at_another():
 def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
   # Learning rate 1 and no replay: Q(last layer, terminal) becomes the reward of the last
   # block fed back that ends in that layer, so each reward must reach its own block.
-  strategy = agent.make_strategy(
+  strategy = strategies.make_strategy(
       search_config(learning_rate=1.0, learning_rate_decrease=1.0, replay_samples=0,
                     terminal_reward='full'), 3)
   batch = [strategy.propose() for _ in range(6)]
@@ -139,10 +140,10 @@ def test_feedback_may_arrive_in_any_order_before_the_next_proposal():
     assert strategy.q[state][position] == pytest.approx(reward)
 
 
-@pytest.mark.parametrize('name', agent.STRATEGIES)
+@pytest.mark.parametrize('name', strategies.STRATEGIES)
 def test_state_round_trip_gives_the_same_future(name, tmp_path):
   config = search_config(name)
-  uninterrupted = agent.make_strategy(config, 11)
+  uninterrupted = strategies.make_strategy(config, 11)
   proposed(uninterrupted, iterations=4)
   state = uninterrupted.state_dict()
   # Through disk: arrays in an npz, the rest as JSON.
@@ -150,7 +151,7 @@ def test_state_round_trip_gives_the_same_future(name, tmp_path):
   np.savez(tmp_path / 'arrays.npz', **arrays)
   (tmp_path / 'meta.json').write_text(
       json.dumps({k: v for k, v in state.items() if k not in arrays}))
-  restored = agent.make_strategy(config, 999)
+  restored = strategies.make_strategy(config, 999)
   loaded = dict(np.load(tmp_path / 'arrays.npz'))
   loaded.update(json.loads((tmp_path / 'meta.json').read_text()))
   restored.load_state_dict(loaded)
@@ -161,7 +162,7 @@ def test_state_round_trip_gives_the_same_future(name, tmp_path):
       np.testing.assert_array_equal(restored.q[key], values)
 
 
-class Recording(agent.RandomSearch):
+class Recording(strategies.RandomSearch):
   """Random search that notes each proposal and each feedback, in the order they come."""
 
   def __init__(self, *args, **kwargs):
@@ -200,7 +201,7 @@ def recording(sizes=(2, 2)):
 
 def test_drive_scores_each_architecture_once_and_feeds_every_proposal_in_order():
   strategy, calls = recording(), {}
-  samples = agent.drive(strategy, counting_score(calls), iterations=2)
+  samples = strategies.drive(strategy, counting_score(calls), iterations=2)
   assert len(samples) == len(strategy.proposals) == 16  # 4 architectures: many repeats
   assert set(calls.values()) == {1}
   assert [s.arch for s in samples] == strategy.proposals
@@ -212,14 +213,14 @@ def test_drive_scores_each_architecture_once_and_feeds_every_proposal_in_order()
 
 def test_drive_proposes_a_whole_iteration_before_feeding_it_back():
   strategy = recording()
-  agent.drive(strategy, counting_score({}), iterations=2)
+  strategies.drive(strategy, counting_score({}), iterations=2)
   assert [event for event, _, _ in strategy.events] == (
       ['propose'] * 8 + ['feedback'] * 8) * 2
 
 
 def test_drive_stops_mid_iteration_at_its_budget():
   strategy, calls = recording(sizes=(5, 5, 5)), {}
-  samples = agent.drive(strategy, counting_score(calls), budget=5)
+  samples = strategies.drive(strategy, counting_score(calls), budget=5)
   # 125 architectures: eight draws hold a sixth distinct one, which ends the iteration
   # unscored and unfed, with the rest of it.
   assert len(calls) == 5 and sum(s.fresh for s in samples) == 5
@@ -230,39 +231,40 @@ def test_drive_stops_mid_iteration_at_its_budget():
 
 
 def test_drive_runs_its_iterations_past_the_schedule_at_the_last_epsilon():
-  to_the_end = agent.make_strategy(search_config(), 0)
-  samples = agent.drive(to_the_end, surrogate.synthetic_accuracy)
+  to_the_end = strategies.make_strategy(search_config(), 0)
+  samples = strategies.drive(to_the_end, surrogate.synthetic_accuracy)
   assert to_the_end.iteration == to_the_end.num_iterations == 7
   assert [s.epsilon for s in samples[::8]] == [1.0] * 3 + [0.5] * 2 + [0.1] * 2
   assert [s.iteration for s in samples[::8]] == list(range(7))
-  longer = agent.make_strategy(search_config(), 0)
-  samples = agent.drive(longer, surrogate.synthetic_accuracy, iterations=9)
+  longer = strategies.make_strategy(search_config(), 0)
+  samples = strategies.drive(longer, surrogate.synthetic_accuracy, iterations=9)
   assert longer.iteration == 9 and len(samples) == 9 * 8
   assert [s.epsilon for s in samples[-16::8]] == [0.1, 0.1]
-  shorter = agent.make_strategy(search_config(), 0)
-  assert len(agent.drive(shorter, surrogate.synthetic_accuracy, iterations=2)) == 16
+  shorter = strategies.make_strategy(search_config(), 0)
+  assert len(strategies.drive(shorter, surrogate.synthetic_accuracy, iterations=2)) == 16
   assert shorter.iteration == 2
 
 
 def test_drive_notes_the_epsilon_each_iteration_started_with():
   # As run_search logs it: evolution's epsilon falls to 0 within the first iteration, once
   # its 4 random members are drawn, but that iteration's samples keep 1.
-  evolution = agent.make_strategy(search_config('evolution', population_size=4), 0)
-  samples = agent.drive(evolution, surrogate.synthetic_accuracy, iterations=2)
+  evolution = strategies.make_strategy(search_config('evolution', population_size=4), 0)
+  samples = strategies.drive(evolution, surrogate.synthetic_accuracy, iterations=2)
   assert [s.epsilon for s in samples] == [1.0] * 8 + [0.0] * 8
 
 
 def test_drive_starts_no_iteration_past_its_proposals():
-  assert len(agent.drive(recording(), counting_score({}), iterations=9, max_proposals=20)) == 24
+  samples = strategies.drive(recording(), counting_score({}), iterations=9, max_proposals=20)
+  assert len(samples) == 24
   strategy, calls = recording(sizes=(2,)), {}
-  samples = agent.drive(strategy, counting_score(calls), budget=3, max_proposals=20)
+  samples = strategies.drive(strategy, counting_score(calls), budget=3, max_proposals=20)
   assert len(calls) == 2  # only two architectures exist: the budget is out of reach
   assert len(samples) == 24 and strategy.iteration == 3
 
 
 def test_unknown_strategy_is_a_clear_error():
   with pytest.raises(ValueError, match="strategy='annealing' is unknown"):
-    agent.make_strategy(search_config('annealing'), 0)
+    strategies.make_strategy(search_config('annealing'), 0)
 
 
 def expected_depth(stop_odds) -> float:
@@ -289,7 +291,7 @@ def test_exploration_modes_give_their_depth_distribution(exploration, expected, 
   # Random search explores every step; greedy Q-learning with nothing learned breaks the
   # all-q_init ties of unvisited states with the same draw.
   config = search_config(name, 23, exploration=exploration, epsilon_schedule=((epsilon, 1),))
-  strategy = agent.make_strategy(config, 5)
+  strategy = strategies.make_strategy(config, 5)
   depths = np.array([len(strategy.propose()) for _ in range(1500)])
   assert 6.7 < TYPE_FIRST_DEPTH < 6.9 and 19 < UNIFORM_DEPTH < 21
   assert abs(depths.mean() - expected) < 4 * depths.std() / np.sqrt(len(depths))
@@ -301,7 +303,7 @@ def test_greedy_ties_among_visited_actions_use_the_exploration_draw(exploration,
   # and concat (6 types). All tied at a visited state: a conv is 3/10 of a uniform draw
   # and 1/6 of a type-first one.
   config = search_config(exploration=exploration, epsilon_schedule=((0.0, 1),))
-  strategy = agent.make_strategy(config, 9)
+  strategy = strategies.make_strategy(config, 9)
   strategy.q[search_space.START] = np.full(10, 0.7)
   firsts = [strategy.propose().layers[0].type for _ in range(3000)]
   share = np.mean(np.array(firsts) == nsc.CONV)

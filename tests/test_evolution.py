@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent
 from blockqnn_jax import search
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import surrogate
 from configs import default
 from tests import searches
@@ -20,7 +20,7 @@ def evolution(population_size=10, tournament_size=3, seed=0, space=SPACE):
   config.tournament_size = tournament_size
   config.blocks_per_iteration = 1
   config.epsilon_schedule = ((1.0, 1000),)
-  return agent.make_strategy(config, seed, space)
+  return strategies.make_strategy(config, seed, space)
 
 
 def differs_in_one(a, b) -> bool:

@@ -15,7 +15,8 @@ PACKAGE = 'blockqnn_jax'
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
      'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
-    ('agent',),
+    ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
+     'strategies.evolution', 'strategies.driver', 'strategies'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),
@@ -51,10 +52,15 @@ def imported(path: pathlib.Path) -> set[str]:
 
 
 def package_graph() -> dict[str, set[str]]:
-  """Module -> the package's modules it imports (names without the 'blockqnn_jax.')."""
+  """Module -> the package's modules it imports (names without the 'blockqnn_jax.').
+
+  A module's own enclosing packages are left out: Python loads them before the module
+  whatever it imports, so a package whose ``__init__`` gathers its modules (a registry)
+  is no circle with a module that imports a sibling through the package."""
   paths = {module_name(p, ROOT / PACKAGE): p for p in (ROOT / PACKAGE).rglob('*.py')}
   return {module: {name[len(PACKAGE) + 1:] for name in imported(path)
-                   if name.startswith(PACKAGE + '.') and name[len(PACKAGE) + 1:] in paths}
+                   if name.startswith(PACKAGE + '.') and name[len(PACKAGE) + 1:] in paths
+                   and not module.startswith(name[len(PACKAGE) + 1:] + '.')}
           for module, path in paths.items() if module}
 
 

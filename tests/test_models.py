@@ -11,7 +11,7 @@ from blockqnn_jax import models
 from blockqnn_jax import nsc
 from blockqnn_jax.analysis import reference_blocks
 from configs import default
-from tests import strategies
+from tests import hypothesis_blocks
 
 REFERENCE = reference_blocks.load()
 CONCAT_CHAIN = [[1, 6, 0, 0, 0]] + [[i, 6, 0, i - 1, i - 2] for i in range(2, 24)] + [
@@ -38,7 +38,7 @@ def all_finite(tree) -> bool:
 
 
 @settings(max_examples=30, deadline=None)
-@given(strategies.blocks(max_layers=12))
+@given(hypothesis_blocks.blocks(max_layers=12))
 def test_every_block_runs_forward_and_backward(block):
   value, grads, y = block_value_and_grads(block)
   assert y.shape == (2, 8, 8, 4)

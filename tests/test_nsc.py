@@ -10,10 +10,10 @@ import networkx as nx
 import pytest
 
 from blockqnn_jax import nsc
-from tests import strategies
+from tests import hypothesis_blocks
 
 
-@given(strategies.blocks())
+@given(hypothesis_blocks.blocks())
 def test_codes_and_json_round_trip_exactly(block):
   codes = block.to_codes()
   assert nsc.Block.from_codes(codes) == block
@@ -24,8 +24,8 @@ def test_codes_and_json_round_trip_exactly(block):
 @settings(max_examples=200)
 @given(st.data())
 def test_canonical_hash_is_invariant_under_renumbering(data):
-  block = data.draw(strategies.blocks())
-  other = data.draw(strategies.renumberings(block))
+  block = data.draw(hypothesis_blocks.blocks())
+  other = data.draw(hypothesis_blocks.renumberings(block))
   assert other.canonical_hash() == block.canonical_hash()
   assert other.canonical() == block.canonical()
 
@@ -65,11 +65,11 @@ def isomorphic(a: nsc.Block, b: nsc.Block) -> bool:
 def block_pairs(draw):
   """Two blocks: unrelated, the same DAG renumbered, or renumbered with one layer redrawn
   (often a different architecture that differs only in one kernel, op or edge)."""
-  a = draw(strategies.blocks(max_layers=6))
+  a = draw(hypothesis_blocks.blocks(max_layers=6))
   how = draw(st.sampled_from(['unrelated', 'renumbered', 'one layer redrawn']))
   if how == 'unrelated':
-    return a, draw(strategies.blocks(max_layers=6))
-  b = draw(strategies.renumberings(a))
+    return a, draw(hypothesis_blocks.blocks(max_layers=6))
+  b = draw(hypothesis_blocks.renumberings(a))
   if how == 'renumbered':
     return a, b
   codes = b.to_codes()

@@ -11,10 +11,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import checkpoint
 from blockqnn_jax import results
 from blockqnn_jax import search
+from blockqnn_jax import strategies as agent_lib
 from blockqnn_jax import workdir as workdir_lib
 from blockqnn_jax.analysis import surrogate
 from tests.interrupt import Crash

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent as agent_lib
 from blockqnn_jax import nsc
 from blockqnn_jax import search
+from blockqnn_jax import strategies as agent_lib
 from blockqnn_jax.analysis import surrogate
 from configs import default
-from tests import strategies
+from tests import hypothesis_blocks
 
 PAPER_SCHEDULE_QUARTER = (
     (1.0, 24), (0.9, 2), (0.8, 2), (0.7, 2), (0.6, 3),
@@ -71,8 +71,8 @@ def scripted_strategy(proposals):
 def test_isomorphic_blocks_are_not_evaluated_twice(data):
   """A block and its renumberings (other layer orders, add/concat operands swapped) are
   trained once, whatever order they come in."""
-  block = data.draw(strategies.blocks(max_layers=5))
-  proposals = [block, *(data.draw(strategies.renumberings(block)) for _ in range(5))]
+  block = data.draw(hypothesis_blocks.blocks(max_layers=5))
+  proposals = [block, *(data.draw(hypothesis_blocks.renumberings(block)) for _ in range(5))]
   assume(len({str(b.to_codes()) for b in proposals}) > 1)  # real isomorphs
   config = small_config()
   config.search.epsilon_schedule = ((1.0, 1),)

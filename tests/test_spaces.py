@@ -7,14 +7,14 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent
 from blockqnn_jax import nsc
 from blockqnn_jax import search
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from configs import default
 from tests import searches
 from tests.interrupt import Crash
-from tests import strategies
+from tests import hypothesis_blocks
 
 NB201 = search_space.SequenceSpace([5] * 6)
 
@@ -75,7 +75,7 @@ def test_sequence_mutation_reaches_every_neighbour():
 
 
 @settings(max_examples=60, deadline=None)
-@given(strategies.blocks(max_layers=8), st.integers(0, 2**31))
+@given(hypothesis_blocks.blocks(max_layers=8), st.integers(0, 2**31))
 def test_nsc_mutants_are_valid_and_change_one_layer(block, seed):
   space = search_space.NSCSpace(8)
   rng = np.random.default_rng(seed)
@@ -112,7 +112,7 @@ def count_threes(arch) -> float:
 
 
 def test_qlearning_state_on_a_sequence_is_position_and_previous_choice():
-  strategy = agent.make_strategy(
+  strategy = strategies.make_strategy(
       search_config(learning_rate=1.0, discount=1.0, replay_samples=0), 0, NB201)
   strategy.feedback((3, 3, 4, 1, 3, 1), 0.9)
   assert set(strategy.q) == {(0, -1), (1, 3), (2, 3), (3, 4), (4, 1), (5, 3)}
@@ -122,27 +122,27 @@ def test_qlearning_state_on_a_sequence_is_position_and_previous_choice():
   assert strategy.q[(0, -1)][3] == pytest.approx(5 * 0.15 + 0.9)
 
 
-@pytest.mark.parametrize('name', agent.STRATEGIES)
+@pytest.mark.parametrize('name', strategies.STRATEGIES)
 def test_every_strategy_round_trips_on_a_sequence_space(name, tmp_path):
   config = search_config(name, population_size=5, tournament_size=2)
-  uninterrupted = agent.make_strategy(config, 4, NB201)
-  agent.drive(uninterrupted, count_threes, iterations=4)
+  uninterrupted = strategies.make_strategy(config, 4, NB201)
+  strategies.drive(uninterrupted, count_threes, iterations=4)
   state = uninterrupted.state_dict()
   arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
   np.savez(tmp_path / 'arrays.npz', **arrays)
   (tmp_path / 'meta.json').write_text(
       json.dumps({k: v for k, v in state.items() if k not in arrays}))
-  restored = agent.make_strategy(config, 999, NB201)
+  restored = strategies.make_strategy(config, 999, NB201)
   loaded = dict(np.load(tmp_path / 'arrays.npz'))
   loaded.update(json.loads((tmp_path / 'meta.json').read_text()))
   restored.load_state_dict(loaded)
-  assert (agent.drive(restored, count_threes, iterations=6) ==
-          agent.drive(uninterrupted, count_threes, iterations=6))
+  assert (strategies.drive(restored, count_threes, iterations=6) ==
+          strategies.drive(uninterrupted, count_threes, iterations=6))
 
 
 def test_a_state_of_another_space_is_refused():
-  state = agent.make_strategy(search_config(), 0, NB201).state_dict()
-  other = agent.make_strategy(search_config(), 0, search_space.SequenceSpace([5] * 5))
+  state = strategies.make_strategy(search_config(), 0, NB201).state_dict()
+  other = strategies.make_strategy(search_config(), 0, search_space.SequenceSpace([5] * 5))
   with pytest.raises(ValueError, match=r'searched sequence\(sizes=\[5, 5, 5, 5, 5, 5\]\)'):
     other.load_state_dict(state)
 

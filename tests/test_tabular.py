@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from blockqnn_jax import agent
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import strategy_comparison
 from blockqnn_jax.analysis import tabular
 from configs import default
@@ -135,7 +135,7 @@ def test_the_nasbench201_table_covers_its_space():
 
 
 def test_schedule_scales_in_its_proportions():
-  paper = agent.PAPER_QLEARNING['epsilon_schedule']
+  paper = strategies.PAPER_QLEARNING['epsilon_schedule']
   scaled = tabular.scale_schedule(paper, 100, 1)
   assert sum(n for _, n in scaled) == 100
   assert scaled[0] == (1.0, 53)  # 95 of 178
@@ -153,11 +153,11 @@ def search_config(strategy, **overrides):
   return config
 
 
-@pytest.mark.parametrize('strategy', agent.STRATEGIES)
+@pytest.mark.parametrize('strategy', strategies.STRATEGIES)
 def test_a_run_evaluates_its_budget_of_distinct_architectures(tmp_path, strategy):
   table = tabular.load_table(write_table(tmp_path / 't.csv', landscape_rows()),
                              'ops', 'val', 'test')
-  searcher = agent.make_strategy(search_config(strategy, population_size=5), 0, table.space)
+  searcher = strategies.make_strategy(search_config(strategy, population_size=5), 0, table.space)
   keys = tabular.search_table(searcher, table, 30)
   assert len(keys) == len(set(keys)) == 30
 
@@ -165,7 +165,7 @@ def test_a_run_evaluates_its_budget_of_distinct_architectures(tmp_path, strategy
 def test_a_strategy_that_only_repeats_itself_still_ends(tmp_path):
   table = tabular.load_table(write_table(tmp_path / 't.csv', landscape_rows()),
                              'ops', 'val', 'test')
-  greedy = agent.make_strategy(
+  greedy = strategies.make_strategy(
       search_config('qlearning', epsilon_schedule=((0.0, 1),), q_init=0.0), 0, table.space)
   keys = tabular.search_table(greedy, table, 20, max_proposals=100)
   assert len(keys) == 1  # ties at first, then its one visited path: all above q_init

@@ -9,15 +9,15 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
-from blockqnn_jax import agent
 from blockqnn_jax import nsc
 from blockqnn_jax import reward as reward_lib
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import correlation
 
 
 def sample_blocks(search_config, k: int, seed: int) -> list[nsc.Block]:
   """k architectures (distinct canonical hashes) drawn as random search draws them."""
-  sampler = agent.make_strategy(ml_collections.ConfigDict(
+  sampler = strategies.make_strategy(ml_collections.ConfigDict(
       {**search_config.to_dict(), 'strategy': 'random'}), seed)
   blocks, seen = [], set()
   for _ in range(100 * k):

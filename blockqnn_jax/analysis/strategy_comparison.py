@@ -2,7 +2,7 @@
 budget, the best-so-far curves and their figure
 (``python -m experiments.benchmark_strategies`` runs them on a table).
 
-Every run uses the project's own strategy objects (``agent.make_strategy``) driven by
+Every run uses the project's own strategy objects (``strategies.make_strategy``) driven by
 ``tabular.search_table``. A run keeps the configured search in its proportions: the
 epsilon schedule is scaled to the budget (``tabular.scale_schedule``), so Q-learning
 spends the same share of it in each epsilon phase whatever the budget, and the replay to
@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
-from blockqnn_jax import agent
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
 
-# 'qlearning' runs the config as given; 'qlearning_paper' with agent.PAPER_QLEARNING.
+# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
 STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution')
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
@@ -35,7 +35,7 @@ def strategy_config(search_config, strategy: str, budget: int,
     raise ValueError(f'strategy {strategy!r} is unknown, allowed {STRATEGIES}')
   config = ml_collections.ConfigDict(search_config.to_dict())
   if strategy == 'qlearning_paper':
-    config.update(agent.PAPER_QLEARNING)
+    config.update(strategies.PAPER_QLEARNING)
   config.strategy = 'qlearning' if strategy.startswith('qlearning') else strategy
   if config.replay_samples:
     config.replay_samples = max(1, round(
@@ -50,7 +50,7 @@ def run_one(task: tuple) -> np.ndarray:
   """One seeded run: the report of the best-so-far architecture after each evaluation."""
   search_config, strategy, budget, seed, blocks_per_iteration = task
   config = strategy_config(search_config, strategy, budget, blocks_per_iteration)
-  searcher = agent.make_strategy(config, seed, _TABLE.space)
+  searcher = strategies.make_strategy(config, seed, _TABLE.space)
   keys = tabular.search_table(searcher, _TABLE, budget)
   return tabular.best_so_far(_TABLE, keys, budget)
 

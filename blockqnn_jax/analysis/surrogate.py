@@ -6,9 +6,9 @@ about what a poor block reaches after a short CIFAR-10 training. (A landscape fa
 ``q_init = 0.5`` would make every visited action look worse than an unvisited one.)
 """
 
-from blockqnn_jax import agent
 from blockqnn_jax import nsc
 from blockqnn_jax import reward
+from blockqnn_jax import strategies
 
 
 def synthetic_accuracy(block: nsc.Block) -> float:
@@ -18,12 +18,12 @@ def synthetic_accuracy(block: nsc.Block) -> float:
 
 def search_rewards(config, seed: int) -> list[tuple[float, float]]:
   """(epsilon, reward) of every block of a search on this landscape: the agent driven
-  as ``run_search`` drives it (``agent.drive``), without logs or checkpoints (thousands of
+  as ``run_search`` drives it (``strategies.drive``), without logs or checkpoints (thousands of
   blocks/second)."""
 
   def score(block: nsc.Block) -> float:
     return reward.reward_terms(block, synthetic_accuracy(block), config.reward,
                                config.model.filters)['reward']
 
-  samples = agent.drive(agent.make_strategy(config.search, seed), score)
+  samples = strategies.drive(strategies.make_strategy(config.search, seed), score)
   return [(sample.epsilon, sample.reward) for sample in samples]

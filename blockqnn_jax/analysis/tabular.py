@@ -7,7 +7,7 @@ architecture a search picks (e.g. the 12-epoch validation accuracy and the 200-e
 accuracy). Rewards in percent (any above 1) are divided by 100, so that a search's reward
 is a fraction as a trained child's accuracy is; reports are kept as they are.
 
-``search_table`` drives a strategy over a table (``agent.drive``) with a budget of
+``search_table`` drives a strategy over a table (``strategies.drive``) with a budget of
 distinct architectures: cached repeats are free, as they are in ``run_search``.
 """
 
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from blockqnn_jax import agent
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 
 
 class TableError(ValueError):
@@ -161,11 +161,11 @@ def search_table(strategy, table: Table, budget: int,
   """Runs ``strategy`` (on ``table.space``) until ``budget`` distinct architectures are
   evaluated; returns their keys in evaluation order. Past the end of its schedule a
   strategy continues at its last epsilon; no iteration starts after ``max_proposals``
-  proposals (default 50 per unit of budget), even short of the budget (``agent.drive``).
+  proposals (default 50 per unit of budget), even short of the budget (``strategies.drive``).
   As in ``run_search``, an iteration's architectures are all proposed before any reward is
   fed back: with ``blocks_per_iteration`` 1 (the benchmark's default) each is fed before
   the next is proposed."""
-  samples = agent.drive(strategy, table.reward, budget=budget, max_proposals=max_proposals)
+  samples = strategies.drive(strategy, table.reward, budget=budget, max_proposals=max_proposals)
   return [sample.key for sample in samples if sample.fresh]
 
 
