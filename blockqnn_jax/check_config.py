@@ -17,6 +17,7 @@ from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import models
+from blockqnn_jax import predictor_guided
 from blockqnn_jax import strategies
 from blockqnn_jax import workdir
 from blockqnn_jax.training import recipes
@@ -142,6 +143,22 @@ def _check_recipe(config, name: str):
   _check_number(config, f'{name}.checkpoint_every_seconds', 0.0, 1e12)
 
 
+def check_predictor(config) -> None:
+  """config.search.predictor: known fields only, each in its range."""
+  for field in config.search.predictor:
+    if field not in predictor_guided.FIELDS:
+      raise ConfigError(f'config.search.predictor.{field} is unknown: the fields are '
+                        f'{predictor_guided.FIELDS}')
+  _check_bool(config, 'search.predictor.enabled')
+  _check_int(config, 'search.predictor.members', 1)
+  _check_number(config, 'search.predictor.ridge', 1e-9, 1e9)
+  _check_int(config, 'search.predictor.warmup', 2)
+  _check_int(config, 'search.predictor.candidates', 1)
+  _check_int(config, 'search.predictor.best_mutations', 0)
+  _check_choice(config, 'search.predictor.acquisition', predictor_guided.ACQUISITIONS)
+  _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
+
+
 def check_distributed(config) -> None:
   """The multi-host fields, checked before ``distributed.initialize`` touches a device."""
   address = config.distributed.coordinator_address
@@ -192,6 +209,7 @@ def check_config(config) -> None:
   _check_choice(config, 'search.update_order', strategies.UPDATE_ORDERS)
   _check_int(config, 'search.population_size', 1)
   _check_int(config, 'search.tournament_size', 1, config.search.population_size)
+  check_predictor(config)
   _check_number(config, 'reward.flops_weight', -1e9, 1e9)  # the sign is a question (docs/method.md)
   _check_number(config, 'reward.density_weight', -1e9, 1e9)
   _check_int(config, 'early_stop.epochs', 1)

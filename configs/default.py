@@ -138,6 +138,21 @@ def get_config():
   # NAS-Bench-201's settings for it (its R_EA.py); the population ages (the oldest dies).
   config.search.population_size = 10
   config.search.tournament_size = 3
+  # Predictor-guided proposals (blockqnn_jax/predictor_guided.py, docs/method.md): the
+  # strategy's candidates ranked by a bootstrap ensemble of ridge regressions on the
+  # space's features (blockqnn_jax/predictor.py), the best unevaluated one proposed.
+  config.search.predictor = ml_collections.ConfigDict()
+  # Off: our choice until a search of trained NSC children shows the gain that
+  # NAS-Bench-201 shows (docs/reproducing.md).
+  config.search.predictor.enabled = False
+  config.search.predictor.members = 5    # ensemble size: the outside trial's (issue 22)
+  config.search.predictor.ridge = 1.0    # penalty lambda, on 0/1 features
+  config.search.predictor.warmup = 10    # evaluations before the predictor is trusted
+  config.search.predictor.candidates = 50  # drawn the strategy's own way, per proposal
+  config.search.predictor.best_mutations = 150  # 1-2 mutations of the best evaluated
+  # 'ucb' (mean + kappa x spread) or 'thompson' (one ensemble member at random)
+  config.search.predictor.acquisition = 'ucb'
+  config.search.predictor.kappa = 0.5
 
   # reward = accuracy - flops_weight * log(1 + FLOPs / FLOPs of one 3x3 conv cell)
   #                   - density_weight * log(edges / nodes)

@@ -14,9 +14,10 @@ PACKAGE = 'blockqnn_jax'
 # Bottom to top. A module may import modules of its own layer (without a circle) or below.
 LAYERS = (
     ('nsc', 'files', 'compilation', 'distributed', 'results', 'checkpoint', 'workdir',
-     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input'),
+     'reward', 'search_space', 'draw', 'summaries', 'models', 'data', 'streaming_input',
+     'predictor'),
     ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
-     'strategies.evolution', 'strategies.driver', 'strategies'),
+     'strategies.evolution', 'strategies.driver', 'strategies', 'predictor_guided'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),

@@ -19,11 +19,15 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
+from blockqnn_jax import predictor_guided
 from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
 
-# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
-STRATEGIES = ('qlearning', 'qlearning_paper', 'random', 'evolution')
+# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING. A
+# name with the suffix '+predictor' is that strategy guided by config.search.predictor.
+UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution')
+STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in UNGUIDED
+                              if s != 'qlearning_paper')
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 
@@ -34,9 +38,12 @@ def strategy_config(search_config, strategy: str, budget: int,
   if strategy not in STRATEGIES:
     raise ValueError(f'strategy {strategy!r} is unknown, allowed {STRATEGIES}')
   config = ml_collections.ConfigDict(search_config.to_dict())
+  guided = strategy.endswith(predictor_guided.SUFFIX)
+  strategy = strategy.removesuffix(predictor_guided.SUFFIX)
   if strategy == 'qlearning_paper':
     config.update(strategies.PAPER_QLEARNING)
   config.strategy = 'qlearning' if strategy.startswith('qlearning') else strategy
+  config.predictor.enabled = guided
   if config.replay_samples:
     config.replay_samples = max(1, round(
         config.replay_samples * blocks_per_iteration / config.blocks_per_iteration))
@@ -50,7 +57,7 @@ def run_one(task: tuple) -> np.ndarray:
   """One seeded run: the report of the best-so-far architecture after each evaluation."""
   search_config, strategy, budget, seed, blocks_per_iteration = task
   config = strategy_config(search_config, strategy, budget, blocks_per_iteration)
-  searcher = strategies.make_strategy(config, seed, _TABLE.space)
+  searcher = predictor_guided.make_strategy(config, seed, _TABLE.space)
   keys = tabular.search_table(searcher, _TABLE, budget)
   return tabular.best_so_far(_TABLE, keys, budget)
 

@@ -1,0 +1,247 @@
+"""Predictor-guided proposals for any strategy (``config.search.predictor``).
+
+``PredictorGuided`` wraps a strategy and has its interface. Each proposal:
+1. the wrapped strategy proposes as it would unguided (``inner.propose()``, its own
+   generator and counters advancing exactly as they would);
+2. until ``warmup`` distinct architectures are evaluated, that proposal is the answer
+   unless it repeats one evaluated or proposed in this iteration (then the first new one
+   drawn the strategy's way, step 3); while the predictor cannot fit, it is the answer
+   as it is, so the search is the unguided one;
+3. after it, ``candidates - 1`` more are drawn the strategy's own way (its ``propose`` on
+   a shallow copy that draws from the wrapper's generator, so the strategy itself is left
+   as it was: Q-learning's epsilon-greedy samples, evolution's tournament winners'
+   mutations, random search's draws) and ``best_mutations`` more are one or two
+   mutations (``space.mutate``, even odds) of the best architecture evaluated;
+4. the predictor (``predictor.EnsemblePredictor`` on ``space.features``) ranks the
+   distinct ones neither evaluated nor proposed earlier in this iteration, by mean +
+   kappa x spread (``'ucb'``) or by one ensemble member drawn at random (``'thompson'``),
+   and the best is proposed (the first of equals, the strategy's own proposal first);
+   where every candidate is evaluated or pending, the first new one of up to
+   ``candidates - 1`` more drawn the strategy's way, else the strategy's own.
+
+``feedback`` passes every evaluated architecture and its real reward to the wrapped
+strategy, so it learns from evaluated architectures only (Q-learning's replay holds real
+rewards, never a prediction), and adds each distinct one to the predictor once, in
+feedback order. The state is the wrapped strategy's, the wrapper's generator and the
+evaluations in feedback order; loading it replays them into a fresh predictor, which
+rebuilds it exactly (its bootstrap counts depend only on the seed and a point's index),
+so a resumed search proposes what an uninterrupted one does.
+
+A predictor that cannot be used (a space without ``features``, a vector it cannot take,
+too few points, every point encoded alike) logs one warning and the wrapper proposes as
+the unguided strategy would; a fit is tried again at the next proposal.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from absl import logging
+import numpy as np
+
+from blockqnn_jax import predictor
+from blockqnn_jax import strategies
+
+ACQUISITIONS = ('ucb', 'thompson')
+FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
+          'acquisition', 'kappa')  # config.search.predictor's
+SUFFIX = '+predictor'
+_STREAM = 0x9E37  # the wrapper's generator: seeded by (seed, this), apart from the strategy's
+
+
+class PredictorGuided:
+  """``inner`` with its proposals chosen among candidates by a learned predictor."""
+
+  def __init__(self, inner, predictor_config, seed: int):
+    self.inner = inner
+    self.name = inner.name + SUFFIX
+    self.members = int(predictor_config.members)
+    self.ridge = float(predictor_config.ridge)
+    self.warmup = int(predictor_config.warmup)
+    self.candidates = int(predictor_config.candidates)
+    self.best_mutations = int(predictor_config.best_mutations)
+    self.acquisition = predictor_config.acquisition
+    if self.acquisition not in ACQUISITIONS:
+      raise ValueError(f'config.search.predictor.acquisition={self.acquisition!r} is '
+                       f'unknown, allowed {ACQUISITIONS}')
+    self.kappa = float(predictor_config.kappa)
+    self.seed = int(seed)
+    self.rng = np.random.default_rng([self.seed, _STREAM])
+    self._reset_history()
+
+  def _reset_history(self) -> None:
+    self.history: list[tuple] = []   # (arch, reward) of each distinct evaluation, in order
+    self.evaluated: set[str] = set()
+    self.pending: set[str] = set()   # proposed in this iteration, not yet fed back
+    self.best: tuple | None = None   # (arch, reward) of the best evaluated
+    self.predictor: predictor.EnsemblePredictor | None = None
+    self.unusable = ''               # why the predictor cannot be used, once it cannot
+    self.warned = False
+
+  # The wrapped strategy's schedule and space.
+  @property
+  def space(self):
+    return self.inner.space
+
+  @property
+  def iteration(self) -> int:
+    return self.inner.iteration
+
+  @property
+  def epsilon(self) -> float:
+    return self.inner.epsilon
+
+  @property
+  def finished(self) -> bool:
+    return self.inner.finished
+
+  @property
+  def num_iterations(self) -> int:
+    return self.inner.num_iterations
+
+  @property
+  def blocks_per_iteration(self) -> int:
+    return self.inner.blocks_per_iteration
+
+  def propose(self):
+    own = self.inner.propose()
+    if len(self.history) < self.warmup:
+      chosen = self._first_new(own)
+    elif self._usable():
+      chosen = self._choose(own)
+    else:
+      chosen = own
+    self.pending.add(self.space.key(chosen))
+    return chosen
+
+  def _drawn(self, count: int) -> list:
+    """``count`` proposals the strategy's own way, drawn from the wrapper's generator on a
+    shallow copy of it, so that the strategy's own state is left as it was."""
+    archs = []
+    for _ in range(count):
+      shadow = copy.copy(self.inner)
+      shadow.rng = self.rng
+      archs.append(shadow.propose())
+    return archs
+
+  def _is_new(self, arch) -> bool:
+    key = self.space.key(arch)
+    return key not in self.evaluated and key not in self.pending
+
+  def _first_new(self, own):
+    """In the warm-up: the strategy's own proposal, or where it repeats one evaluated or
+    pending, the first new one of up to ``candidates - 1`` more drawn its way."""
+    if self._is_new(own):
+      return own
+    for _ in range(self.candidates - 1):
+      arch = self._drawn(1)[0]
+      if self._is_new(arch):
+        return arch
+    return own
+
+  def _usable(self) -> bool:
+    """Whether the predictor can rank now; the first time it cannot, one warning."""
+    reason = self.unusable
+    if not reason and self.predictor is None:
+      reason = 'no architecture evaluated yet'
+    elif not reason:
+      try:
+        self.predictor.predict(np.zeros((1, self.predictor.dimension)))
+        return True
+      except predictor.PredictorError as error:
+        reason = str(error)
+    if not self.warned:
+      logging.warning('the predictor cannot be used (%s): proposing as unguided %s does',
+                      reason, self.inner.name)
+      self.warned = True
+    return False
+
+  def _choose(self, own):
+    """The best candidate by the acquisition, among those neither evaluated nor pending."""
+    shadow_archs = self._drawn(self.candidates - 1)
+    mutants = []
+    for _ in range(self.best_mutations):
+      arch = self.space.mutate(self.best[0], self.rng)
+      if self.rng.random() < 0.5:
+        arch = self.space.mutate(arch, self.rng)
+      mutants.append(arch)
+    archs, seen = [], set(self.evaluated) | self.pending
+    for arch in [own] + shadow_archs + mutants:
+      key = self.space.key(arch)
+      if key not in seen:
+        seen.add(key)
+        archs.append(arch)
+    if not archs:
+      return self._first_new(own)
+    features = np.stack([self.space.features(a) for a in archs])
+    if self.acquisition == 'ucb':
+      mean, spread = self.predictor.predict(features)
+      scores = mean + self.kappa * spread
+    else:
+      member = self.rng.integers(self.members)
+      scores = self.predictor.member_predictions(features)[member]
+    return archs[int(np.argmax(scores))]
+
+  def feedback(self, arch, reward: float) -> None:
+    """The wrapped strategy learns the real reward; a new architecture joins the
+    predictor's points."""
+    self.inner.feedback(arch, reward)
+    key = self.space.key(arch)
+    self.pending.discard(key)
+    if key not in self.evaluated:
+      self._record(key, arch, float(reward))
+
+  def _record(self, key: str, arch, reward: float) -> None:
+    self.evaluated.add(key)
+    self.history.append((arch, reward))
+    if self.best is None or reward > self.best[1]:
+      self.best = (arch, reward)
+    if self.unusable:
+      return
+    try:
+      features = self.space.features(arch)
+      if self.predictor is None:
+        self.predictor = predictor.EnsemblePredictor(
+            self.space.feature_size, self.members, self.ridge, self.seed)
+      self.predictor.add(features, reward)
+    except (AttributeError, predictor.PredictorError) as error:
+      self.unusable = f'{type(error).__name__}: {error}'
+
+  def end_iteration(self) -> None:
+    self.pending.clear()
+    self.inner.end_iteration()
+
+  def state_dict(self) -> dict:
+    """The wrapped strategy's state, the wrapper's generator and the evaluations."""
+    state = self.inner.state_dict()
+    encoded = [self.space.encode(a) for a, _ in self.history]
+    state.update({
+        'predictor_rng': self.rng.bit_generator.state,
+        'predictor_lengths': np.array([len(e) for e in encoded], dtype=np.int64),
+        'predictor_codes': np.array([v for e in encoded for v in e], dtype=np.int64),
+        'predictor_rewards': np.array([r for _, r in self.history], dtype=np.float64),
+    })
+    return state
+
+  def load_state_dict(self, state: dict) -> None:
+    if 'predictor_rng' not in state:
+      raise ValueError(f'the saved {state.get("strategy")!r} search was not guided by a '
+                       f'predictor: it cannot continue as {self.name!r}')
+    self.inner.load_state_dict(state)
+    self.rng.bit_generator.state = state['predictor_rng']
+    self._reset_history()
+    codes = np.asarray(state['predictor_codes']).tolist()
+    ends = np.cumsum(state['predictor_lengths'])
+    for n, end, reward in zip(state['predictor_lengths'], ends, state['predictor_rewards']):
+      arch = self.space.decode(codes[end - n:end])
+      self._record(self.space.key(arch), arch, float(reward))
+
+
+def make_strategy(search_config, seed: int, space=None):
+  """``config.search.strategy`` (``strategies.make_strategy``), guided by the predictor when
+  ``config.search.predictor.enabled``."""
+  inner = strategies.make_strategy(search_config, seed, space)
+  predictor_config = search_config.get('predictor')
+  if predictor_config is not None and predictor_config.enabled:
+    return PredictorGuided(inner, predictor_config, seed)
+  return inner
