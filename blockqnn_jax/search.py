@@ -33,10 +33,10 @@ from blockqnn_jax import draw
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import nsc
+from blockqnn_jax import predictor_guided
 from blockqnn_jax import results as results_lib
 from blockqnn_jax import reward as reward_lib
 from blockqnn_jax import search_space
-from blockqnn_jax import strategies as agent_lib
 from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
 
@@ -108,7 +108,8 @@ class _SearchRun:
     self.space = space or search_space.NSCSpace(config.search.max_layers)
     self.config, self.workdir = config, workdir
     self.reward_terms = _reward_terms(self.space, config)
-    self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
+    self.strategy = predictor_guided.make_strategy(config.search, config.seed, self.space)
+    self.guided = isinstance(self.strategy, predictor_guided.PredictorGuided)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
     self.best = None
@@ -130,6 +131,8 @@ class _SearchRun:
     self.total = self.strategy.num_iterations * self.strategy.blocks_per_iteration
     self.log = results_lib.ResultsLog(workdir)
     self.tensorboard = summaries.SearchSummaries(workdir, config)
+    if self.guided:
+      self.tensorboard.predictor_layout()
     self.executor = executors.make_executor(config, evaluate_fn)
     self.start, self.done_here = time.time(), 0
     if lines or records:
@@ -143,6 +146,7 @@ class _SearchRun:
       self.iteration, self.epsilon = self.strategy.iteration, self.strategy.epsilon
       self.blocks = [self.strategy.propose()
                      for _ in range(self.strategy.blocks_per_iteration)]
+      self.predictions = self.predict(self.blocks)
       self.records: list[dict | None] = [None] * len(self.blocks)
       self.fed, self.rewards = 0, []
       waiting = self.start_iteration()
@@ -153,6 +157,22 @@ class _SearchRun:
                              {'cache': self.cache, 'best': self.best, 'lines': self.lines})
       self.tensorboard.iteration(self.iteration, self.epsilon, self.rewards,
                                  self.best['reward'])
+      if self.guided:
+        fresh = [r for r in self.records if 'predicted_reward' in r and not r['cached']]
+        self.tensorboard.predictor_iteration(
+            self.iteration, [r['predicted_reward'] for r in fresh],
+            [r['reward'] for r in fresh])
+
+  def predict(self, blocks: list) -> list[dict]:
+    """Each block's predicted reward and spread, made once the iteration is proposed and
+    before any of its blocks is fed back (so before the predictor saw them); empty where
+    the search is unguided or the predictor cannot rank yet. The predictor itself learns
+    in ``consume``, one Sherman-Morrison update per result, while other children train."""
+    predicted = self.strategy.predict(blocks) if self.guided else None
+    if predicted is None:
+      return [{} for _ in blocks]
+    return [{'predicted_reward': float(mean), 'predicted_spread': float(spread)}
+            for mean, spread in zip(*predicted)]
 
   def start_iteration(self) -> dict[str, list[int]]:
     """Takes each block's result from the log of an interrupted run or from the cache, or
@@ -200,7 +220,7 @@ class _SearchRun:
     block = self.blocks[position]
     terms = self.reward_terms(block, result['accuracy'])
     result = {k: v for k, v in result.items() if k not in _PER_SAMPLE_KEYS}
-    record = {**result, **terms, 'index': self.lines, 'iteration': self.iteration,
+    record = {**result, **terms, **self.predictions[position], 'index': self.lines, 'iteration': self.iteration,
               'epsilon': self.epsilon, 'codes': self.space.to_codes(block), 'hash': key,
               'cached': cached}
     self.log.append(record)
@@ -281,7 +301,8 @@ class _SearchRun:
 
 
 _PER_SAMPLE_KEYS = ('index', 'iteration', 'epsilon', 'codes', 'hash', 'cached', 'reward',
-                    'flops_term', 'density_term', 'flops_ratio', 'density')
+                    'flops_term', 'density_term', 'flops_ratio', 'density',
+                    'predicted_reward', 'predicted_spread')
 
 
 def _reward_terms(space: search_space.Space, config) -> Callable[..., dict]:
