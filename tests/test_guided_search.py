@@ -14,18 +14,14 @@ from blockqnn_jax import search_space
 from tests.interrupt import Crash
 from tests.searches import CountingEvaluator
 from tests.searches import assert_same_outcome
+from tests.searches import guided
 from tests.searches import outcome
 from tests.searches import resume_config
 
 
 def guided_config():
   """tests/searches.py's six iterations of six blocks, guided from the second on."""
-  config = resume_config()
-  config.search.predictor.enabled = True
-  config.search.predictor.warmup = 6
-  config.search.predictor.candidates = 10
-  config.search.predictor.best_mutations = 20
-  return config
+  return guided(resume_config())
 
 
 @pytest.fixture(scope='module')
