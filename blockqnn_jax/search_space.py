@@ -2,8 +2,8 @@
 
 A strategy needs only a space's start state, the legal actions at a state (``actions``),
 the state an action leads to or the end (``step``), the architecture a trajectory builds
-and back (``build``/``trajectory``), a canonical key for the cache, and a mutation (for
-regularized evolution). Two spaces implement it:
+and back (``build``/``trajectory``), a canonical key for the cache, a mutation (for
+regularized evolution) and the neighbours one mutation away (for local search). Two spaces implement it:
 
 - ``NSCSpace``: BlockQNN's blocks. The state is the code of the current layer (the start
   is the block input, ``START``); an action is the code of the next layer, or the
@@ -108,6 +108,24 @@ def trajectory(block: nsc.Block) -> list[tuple[nsc.Layer, nsc.Layer]]:
   return list(zip([START] + actions[:-1], actions))
 
 
+def _layer_changes(layer: nsc.Layer) -> list[nsc.Layer]:
+  """Every layer one change from ``layer`` at its index: another type (each of its
+  kernels; for add or concat each second operand, the first kept), another kernel, or
+  another predecessor."""
+  earlier = range(layer.index)
+  changes = []
+  for new_type in nsc.TYPE_NAMES:
+    if new_type in (nsc.TERMINAL, layer.type):
+      continue
+    seconds = earlier if new_type in nsc.TWO_INPUT_TYPES else (0,)
+    changes.extend(layer._replace(type=new_type, kernel=kernel, pred2=pred2)
+                   for kernel in nsc.KERNELS[new_type] for pred2 in seconds)
+  changes.extend(layer._replace(kernel=k) for k in nsc.KERNELS[layer.type] if k != layer.kernel)
+  for field in ('pred1', 'pred2')[:len(layer.preds)]:
+    changes.extend(layer._replace(**{field: p}) for p in earlier if p != getattr(layer, field))
+  return changes
+
+
 class NSCSpace:
   """BlockQNN's block space: NSC layers up to ``max_layers`` deep, then the terminal."""
 
@@ -190,6 +208,19 @@ class NSCSpace:
         return child
     raise RuntimeError(f'no mutation of {block.to_codes()} changed its architecture')
 
+  def neighbours(self, block: nsc.Block) -> list[nsc.Block]:
+    """Every block one layer change away, as ``mutate`` makes them (another type, with
+    each kernel it has and, for add or concat, each second operand; another kernel;
+    another predecessor), one per canonical key, never the block itself, in layer order.
+    The depth stays, as in ``mutate``: adding a last layer would offer every legal layer
+    at the next index (up to 840 at depth 23), so depth changes with a fresh start."""
+    found = {self.key(block): None}
+    for position, layer in enumerate(block.layers):
+      for new in _layer_changes(layer):
+        layers = block.layers[:position] + (new,) + block.layers[position + 1:]
+        child = nsc.Block.from_codes(nsc.Block(layers).to_codes(), self.max_layers)
+        found.setdefault(self.key(child), child)
+    return list(found.values())[1:]
 
   @property
   def feature_size(self) -> int:
@@ -351,6 +382,12 @@ class SequenceSpace:
     x[self._offsets[:-1] + c] = 1.0
     x[self._pair_offsets[:-1] + c[self._pairs[:, 0]] * self._pair_widths + c[self._pairs[:, 1]]] = 1.0
     return x
+
+  def neighbours(self, choices: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every architecture one position away (each other option there), position by
+    position: the mutations ``mutate`` draws from."""
+    return [choices[:i] + (c,) + choices[i + 1:]
+            for i, n in enumerate(self.sizes) for c in range(n) if c != choices[i]]
 
 
 Space = NSCSpace | SequenceSpace  # what run_search and the strategies accept

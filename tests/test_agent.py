@@ -107,6 +107,34 @@ def test_q_update_is_reverse_with_shaped_reward(terminal_reward, last_target):
   assert q_start == pytest.approx(0.5 * 0.5 + 0.5 * (0.4 + max(q_conv, 0.5)))
 
 
+@pytest.mark.parametrize('update_order, first_target', [
+    # Last step first: the first step's target is R/T + gamma * max Q(next state), which
+    # the last step has just set to R: 0.4 + 0.8 * 0.8.
+    ('reverse', 1.04),
+    # First step first: the next state is unvisited, so its max is q_init: 0.4 + 0.8 * 0.2.
+    ('forward', 0.56)])
+def test_q_update_discounts_the_next_states_value(update_order, first_target):
+  config = search_config(learning_rate=1.0, learning_rate_decrease=1.0, q_init=0.2,
+                         discount=0.8, replay_samples=0, terminal_reward='full',
+                         update_order=update_order)
+  strategy = strategies.make_strategy(config, 0, search_space.SequenceSpace([2, 2]))
+  strategy.feedback((1, 0), 0.8)
+  assert strategy.q[(0, -1)][1] == pytest.approx(first_target)
+  assert strategy.q[(1, 1)][0] == pytest.approx(0.8)
+
+
+def test_end_iteration_replays_the_memory():
+  # One remembered one-step architecture: each replay moves Q halfway to the reward again,
+  # so after the feedback and 4 replays Q = R - R * 0.5 ** 5.
+  config = search_config(learning_rate=0.5, learning_rate_decrease=0.5, q_init=0.0,
+                         replay_samples=4)
+  strategy = strategies.make_strategy(config, 0, search_space.SequenceSpace([3]))
+  strategy.feedback((2,), 0.8)
+  assert strategy.q[(0, -1)][2] == pytest.approx(0.4)
+  strategy.end_iteration()
+  assert strategy.q[(0, -1)][2] == pytest.approx(0.8 - 0.8 * 0.5 ** 5)
+
+
 def test_values_rise_at_one_rate_and_fall_at_another():
   config = search_config(learning_rate=0.5, learning_rate_decrease=0.1, q_init=0.5,
                          replay_samples=0)
@@ -246,11 +274,11 @@ def test_drive_runs_its_iterations_past_the_schedule_at_the_last_epsilon():
 
 
 def test_drive_notes_the_epsilon_each_iteration_started_with():
-  # As run_search logs it: evolution's epsilon falls to 0 within the first iteration, once
-  # its 4 random members are drawn, but that iteration's samples keep 1.
-  evolution = strategies.make_strategy(search_config('evolution', population_size=4), 0)
-  samples = strategies.drive(evolution, surrogate.synthetic_accuracy, iterations=2)
-  assert [s.epsilon for s in samples] == [1.0] * 8 + [0.0] * 8
+  # As run_search logs it: evolution's epsilon falls to 0 within the second iteration of
+  # 8, once its 12 random members are drawn, but that iteration's samples keep 1.
+  evolution = strategies.make_strategy(search_config('evolution', population_size=12), 0)
+  samples = strategies.drive(evolution, surrogate.synthetic_accuracy, iterations=3)
+  assert [s.epsilon for s in samples] == [1.0] * 16 + [0.0] * 8
 
 
 def test_drive_starts_no_iteration_past_its_proposals():

@@ -13,12 +13,13 @@ from tests import searches
 SPACE = search_space.SequenceSpace([5] * 6)
 
 
-def evolution(population_size=10, tournament_size=3, seed=0, space=SPACE):
+def evolution(population_size=10, tournament_size=3, seed=0, space=SPACE,
+              blocks_per_iteration=1):
   config = default.get_config().search
   config.strategy = 'evolution'
   config.population_size = population_size
   config.tournament_size = tournament_size
-  config.blocks_per_iteration = 1
+  config.blocks_per_iteration = blocks_per_iteration
   config.epsilon_schedule = ((1.0, 1000),)
   return strategies.make_strategy(config, seed, space)
 
@@ -39,6 +40,30 @@ def test_the_first_population_is_random_then_children_are_mutants():
   for _ in range(50):
     child = strategy.propose()
     assert any(differs_in_one(child, member) for member, _ in strategy.population)
+
+
+def test_with_feedback_between_proposals_the_first_population_is_random_then_mutants():
+  strategy = evolution(population_size=5)
+  config = default.get_config().search
+  config.strategy = 'random'
+  random_search = strategies.make_strategy(config, 0, SPACE)  # the same seed's draws
+  for _ in range(5):
+    arch = strategy.propose()
+    assert arch == random_search.propose()
+    strategy.feedback(arch, 0.5)
+  child = strategy.propose()
+  assert child != random_search.propose()
+  assert any(differs_in_one(child, member) for member, _ in strategy.population)
+
+
+def test_a_population_smaller_than_an_iteration_holds_the_whole_iteration():
+  # 10 and 3 for one child at a time become 64 and 19 at 64 children an iteration: no
+  # child of an iteration dies before the next iteration's parents are picked.
+  strategy = evolution(population_size=10, tournament_size=3, blocks_per_iteration=64)
+  assert (strategy.population_size, strategy.tournament_size) == (64, 19)
+  samples = strategies.drive(strategy, lambda arch: arch.count(3) / 6, iterations=1)
+  assert list(strategy.population) == [(s.arch, s.reward) for s in samples]
+  assert evolution(population_size=10, blocks_per_iteration=8).population_size == 10
 
 
 def test_the_tournament_winner_is_the_parent():

@@ -107,6 +107,35 @@ def test_nsc_mutation_changes_type_kernel_and_predecessor():
   assert kinds == {'type', 'kernel', 'pred'}
 
 
+def test_sequence_neighbours_are_every_one_choice_change():
+  parent = (0, 1, 2, 3, 4, 0)
+  neighbours = NB201.neighbours(parent)
+  rng = np.random.default_rng(0)
+  assert len(neighbours) == 6 * 4
+  assert set(neighbours) == {NB201.mutate(parent, rng) for _ in range(2000)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(hypothesis_blocks.blocks(max_layers=6), st.integers(0, 2**31))
+def test_nsc_neighbours_are_the_mutants_one_per_key(block, seed):
+  space = search_space.NSCSpace(6)
+  neighbours = space.neighbours(block)
+  keys = [space.key(n) for n in neighbours]
+  assert len(set(keys)) == len(keys) and space.key(block) not in keys
+  for child in neighbours:
+    assert len([i for i in range(len(block)) if child.layers[i] != block.layers[i]]) == 1
+  rng = np.random.default_rng(seed)
+  assert {space.key(space.mutate(block, rng)) for _ in range(30)} <= set(keys)
+
+
+def test_nsc_neighbours_of_one_conv():
+  block = nsc.Block.from_codes([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]])
+  # conv 1x1 and 5x5; max and avg pool 1x1 and 3x3; identity; add(x, x); concat(x, x).
+  assert sorted(tuple(n.layers[0]) for n in search_space.NSCSpace(5).neighbours(block)) == [
+      (1, 1, 1, 0, 0), (1, 1, 5, 0, 0), (1, 2, 1, 0, 0), (1, 2, 3, 0, 0), (1, 3, 1, 0, 0),
+      (1, 3, 3, 0, 0), (1, 4, 0, 0, 0), (1, 5, 0, 0, 0), (1, 6, 0, 0, 0)]
+
+
 def count_threes(arch) -> float:
   return 0.1 + 0.8 * arch.count(3) / len(arch)
 

@@ -25,9 +25,9 @@ from blockqnn_jax.analysis import tabular
 
 # 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING. A
 # name with the suffix '+predictor' is that strategy guided by config.search.predictor.
-UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution')
+UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
 STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in UNGUIDED
-                              if s != 'qlearning_paper')
+                              if s not in ('qlearning_paper', 'local_search'))
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 

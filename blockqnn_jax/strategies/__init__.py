@@ -3,9 +3,9 @@
 
 ``base``: what every strategy shares (schedule, random generator, sampling, checkpoint
 arrays). One module per strategy: ``qlearning`` (Q-learning, and the published agent's
-``PAPER_QLEARNING``), ``random_search``, ``evolution``. ``driver``: ``drive``, a strategy
-run against a score as the search loop runs it. A new strategy is a module with a
-``base.Strategy`` subclass and its line in ``_REGISTRY``.
+``PAPER_QLEARNING``), ``random_search``, ``evolution``, ``local_search``. ``driver``:
+``drive``, a strategy run against a score as the search loop runs it. A new strategy is a
+module with a ``base.Strategy`` subclass and its entry in ``_REGISTRY``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from blockqnn_jax.strategies.base import Strategy
 from blockqnn_jax.strategies.driver import Sample
 from blockqnn_jax.strategies.driver import drive
 from blockqnn_jax.strategies.evolution import RegularizedEvolution
+from blockqnn_jax.strategies.local_search import LocalSearch
 from blockqnn_jax.strategies.qlearning import PAPER_QLEARNING
 from blockqnn_jax.strategies.qlearning import QLearningAgent
 from blockqnn_jax.strategies.qlearning import TERMINAL_REWARDS
 from blockqnn_jax.strategies.qlearning import UPDATE_ORDERS
 from blockqnn_jax.strategies.random_search import RandomSearch
 
-_REGISTRY = {cls.name: cls for cls in (QLearningAgent, RandomSearch, RegularizedEvolution)}
+_REGISTRY = {cls.name: cls for cls in (QLearningAgent, RandomSearch, RegularizedEvolution,
+                                       LocalSearch)}
 STRATEGIES = tuple(_REGISTRY)
 
 

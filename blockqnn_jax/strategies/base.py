@@ -119,18 +119,25 @@ class Strategy:
     self.iteration = int(state['iteration'])
     self.rng.bit_generator.state = state['rng']
 
-  def _memory_arrays(self, prefix: str, archs: list, rewards: list) -> dict:
-    """Architectures and rewards as flat integer arrays (a checkpoint holds arrays)."""
+  def _arch_arrays(self, prefix: str, archs: list) -> dict:
+    """Architectures as flat integer arrays (a checkpoint holds arrays)."""
     encoded = [self.space.encode(a) for a in archs]
     return {
         f'{prefix}_lengths': np.array([len(e) for e in encoded], dtype=np.int64),
         f'{prefix}_codes': np.array([v for e in encoded for v in e], dtype=np.int64),
-        f'{prefix}_rewards': np.array(rewards, dtype=np.float64),
     }
 
-  def _memory_from_arrays(self, prefix: str, state: dict) -> list[tuple]:
+  def _archs_from_arrays(self, prefix: str, state: dict) -> list:
     ends = np.cumsum(state[f'{prefix}_lengths'])
     codes = np.asarray(state[f'{prefix}_codes']).tolist()
-    return [(self.space.decode(codes[end - n:end]), float(r))
-            for n, end, r in zip(state[f'{prefix}_lengths'], ends,
-                                 state[f'{prefix}_rewards'])]
+    return [self.space.decode(codes[end - n:end])
+            for n, end in zip(state[f'{prefix}_lengths'], ends)]
+
+  def _memory_arrays(self, prefix: str, archs: list, rewards: list) -> dict:
+    """Architectures and their rewards as arrays."""
+    return {**self._arch_arrays(prefix, archs),
+            f'{prefix}_rewards': np.array(rewards, dtype=np.float64)}
+
+  def _memory_from_arrays(self, prefix: str, state: dict) -> list[tuple]:
+    return [(arch, float(r)) for arch, r in zip(self._archs_from_arrays(prefix, state),
+                                                state[f'{prefix}_rewards'])]
