@@ -62,9 +62,9 @@ class EnsemblePredictor:
     counts = np.random.default_rng([self.seed, self.points]).poisson(1.0, self.members)
     self.points += 1
     self._weights = None
-    px = self.inverse @ x                                      # (members, d)
-    scale = counts / (1.0 + counts * (px @ x))
-    self.inverse -= scale[:, None, None] * px[:, :, None] * px[:, None, :]
+    for m in np.flatnonzero(counts):  # a member that drew 0 copies is unchanged
+      px = self.inverse[m] @ x
+      self.inverse[m] -= np.outer(px * (counts[m] / (1.0 + counts[m] * (px @ x))), px)
     self.xy += counts[:, None] * reward * x
     self.x_sum += counts[:, None] * x
     self.y_sum += counts * reward

