@@ -96,8 +96,9 @@ def get_config():
   # 'learning_rate_decrease' where it is below (hysteretic Q-learning, Matignon et al.
   # 2007). Ours, measured on NAS-Bench-201: MetaQNN's 0.01 for both is random search at
   # 100 evaluations; 1.0 / 0.1 beat regularized evolution at 100 and 500 on its three
-  # data sets (strategies/qlearning.py says why). On a noisy reward (a child's early-stop accuracy) the
-  # fast increase chases lucky evaluations: lower 'learning_rate' there if that shows.
+  # data sets (strategies/qlearning.py says why). On a noisy reward (a child's early-stop
+  # accuracy) the fast increase chases lucky evaluations: lower 'learning_rate' there if
+  # that shows.
   config.search.learning_rate = 1.0
   config.search.learning_rate_decrease = 0.1
   # gamma. Ours, measured: MetaQNN's 1 with the fast increase above sends greedy NSC
@@ -137,11 +138,11 @@ def get_config():
   config.search.update_order = 'reverse'
   # Regularized evolution (strategy='evolution'): population 10 and tournament 3 are
   # NAS-Bench-201's settings for it (its R_EA.py), one child at a time; the population
-  # ages (the oldest dies). With more children an iteration than members, both scale so
-  # the population holds an iteration and the tournament keeps its share: 64 and 19 at
-  # the 64 blocks an iteration above. Measured on NAS-Bench-201 (docs/reproducing.md): 10
-  # and 3 kept at 64 an iteration lost 0.1-0.4 points at 500 evaluations to one at a time;
-  # scaled, they tie it.
+  # ages (the oldest dies). With more children an iteration than members, the population
+  # holds an iteration and the tournament grows with the square root of that growth: 64
+  # and 8 at the 64 blocks an iteration above. Measured on NAS-Bench-201
+  # (docs/reproducing.md#evolution-in-batches): 10 and 3 kept at 64 an iteration lost
+  # 0.1-0.3 points at 500 evaluations to one at a time; scaled, they tie or beat it.
   config.search.population_size = 10
   config.search.tournament_size = 3
   # Predictor-guided proposals (blockqnn_jax/predictor_guided.py, docs/method.md): the

@@ -57,10 +57,10 @@ def test_with_feedback_between_proposals_the_first_population_is_random_then_mut
 
 
 def test_a_population_smaller_than_an_iteration_holds_the_whole_iteration():
-  # 10 and 3 for one child at a time become 64 and 19 at 64 children an iteration: no
-  # child of an iteration dies before the next iteration's parents are picked.
+  # 10 and 3 for one child at a time become 64 and 8 (3 x sqrt(6.4)) at 64 children an
+  # iteration: no child of an iteration dies before the next iteration's parents are picked.
   strategy = evolution(population_size=10, tournament_size=3, blocks_per_iteration=64)
-  assert (strategy.population_size, strategy.tournament_size) == (64, 19)
+  assert (strategy.population_size, strategy.tournament_size) == (64, 8)
   samples = strategies.drive(strategy, lambda arch: arch.count(3) / 6, iterations=1)
   assert list(strategy.population) == [(s.arch, s.reward) for s in samples]
   assert evolution(population_size=10, blocks_per_iteration=8).population_size == 10

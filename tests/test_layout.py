@@ -36,10 +36,18 @@ def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
   return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
 
 
+def is_module(dotted: str) -> bool:
+  """Whether ``dotted`` names a module or package of this repository."""
+  path = ROOT.joinpath(*dotted.split('.'))
+  return path.with_suffix('.py').is_file() or (path / '__init__.py').is_file()
+
+
 def imported(path: pathlib.Path) -> set[str]:
   """Every module ``path`` imports, at the top or inside a function, in full dotted form;
-  ``from package import name`` counts as importing ``package.name``, and a relative import
-  is resolved against the package ``path`` is in."""
+  ``from package import name`` counts as importing ``package.name``, and ``package`` too
+  unless every name is one of its modules (a package's ``__init__`` may gather its
+  modules, a registry, without a circle with a module that imports a sibling through the
+  package); a relative import is resolved against the package ``path`` is in."""
   package = path.parent.relative_to(ROOT).parts
   names = set()
   for node in ast.walk(ast.parse(path.read_text())):
@@ -48,21 +56,18 @@ def imported(path: pathlib.Path) -> set[str]:
     elif isinstance(node, ast.ImportFrom):
       base = list(package[:len(package) - node.level + 1]) if node.level else []
       module = '.'.join(base + ([node.module] if node.module else []))
-      names.add(module)
-      names.update(f'{module}.{alias.name}' for alias in node.names)
+      members = {f'{module}.{alias.name}' for alias in node.names}
+      names.update(members)
+      if not all(is_module(member) for member in members):
+        names.add(module)
   return names
 
 
 def package_graph() -> dict[str, set[str]]:
-  """Module -> the package's modules it imports (names without the 'blockqnn_jax.').
-
-  A module's own enclosing packages are left out: Python loads them before the module
-  whatever it imports, so a package whose ``__init__`` gathers its modules (a registry)
-  is no circle with a module that imports a sibling through the package."""
+  """Module -> the package's modules it imports (names without the 'blockqnn_jax.')."""
   paths = {module_name(p, ROOT / PACKAGE): p for p in (ROOT / PACKAGE).rglob('*.py')}
   return {module: {name[len(PACKAGE) + 1:] for name in imported(path)
-                   if name.startswith(PACKAGE + '.') and name[len(PACKAGE) + 1:] in paths
-                   and not module.startswith(name[len(PACKAGE) + 1:] + '.')}
+                   if name.startswith(PACKAGE + '.') and name[len(PACKAGE) + 1:] in paths}
           for module, path in paths.items() if module}
 
 
