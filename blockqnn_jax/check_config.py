@@ -17,8 +17,8 @@ from blockqnn_jax import distributed
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import models
-from blockqnn_jax import predictor_guided
 from blockqnn_jax import strategies
+from blockqnn_jax.strategies import predictor_guided
 from blockqnn_jax import workdir
 from blockqnn_jax.training import recipes
 from blockqnn_jax.training import runners
@@ -150,6 +150,9 @@ def check_predictor(config) -> None:
       raise ConfigError(f'config.search.predictor.{field} is unknown: the fields are '
                         f'{predictor_guided.FIELDS}')
   _check_bool(config, 'search.predictor.enabled')
+  if config.search.predictor.enabled and config.search.strategy not in predictor_guided.GUIDED:
+    _fail('search.predictor.enabled', True, f'False with search.strategy='
+          f'{config.search.strategy!r}: the predictor guides {predictor_guided.GUIDED}')
   _check_int(config, 'search.predictor.members', 1)
   _check_number(config, 'search.predictor.ridge', 1e-9, 1e9)
   _check_int(config, 'search.predictor.warmup', 2)

@@ -33,10 +33,10 @@ from blockqnn_jax import draw
 from blockqnn_jax import executors
 from blockqnn_jax import files
 from blockqnn_jax import nsc
-from blockqnn_jax import predictor_guided
 from blockqnn_jax import results as results_lib
 from blockqnn_jax import reward as reward_lib
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies as agent_lib
 from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
 
@@ -108,8 +108,8 @@ class _SearchRun:
     self.space = space or search_space.NSCSpace(config.search.max_layers)
     self.config, self.workdir = config, workdir
     self.reward_terms = _reward_terms(self.space, config)
-    self.strategy = predictor_guided.make_strategy(config.search, config.seed, self.space)
-    self.guided = isinstance(self.strategy, predictor_guided.PredictorGuided)
+    self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
+    self.guided = isinstance(self.strategy, agent_lib.PredictorGuided)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
     self.best = None

@@ -382,7 +382,8 @@ class SequenceSpace:
     c = np.asarray(choices)
     x = np.zeros(self.feature_size)
     x[self._offsets[:-1] + c] = 1.0
-    x[self._pair_offsets[:-1] + c[self._pairs[:, 0]] * self._pair_widths + c[self._pairs[:, 1]]] = 1.0
+    pair_choices = c[self._pairs[:, 0]] * self._pair_widths + c[self._pairs[:, 1]]
+    x[self._pair_offsets[:-1] + pair_choices] = 1.0
     return x
 
   def neighbours(self, choices: tuple[int, ...]) -> list[tuple[int, ...]]:

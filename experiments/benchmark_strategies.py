@@ -14,7 +14,10 @@ line is one JSON object with the results.
 
 The agent's fields come from ``--config`` (``configs/default.py``), e.g.
 ``--config.search.learning_rate=0.5``; ``qlearning_paper`` is Q-learning with the
-published values (``strategies.PAPER_QLEARNING``).
+published values (``strategies.PAPER_QLEARNING``). A name with the suffix ``+predictor``
+(``qlearning+predictor``, ``evolution+predictor``, ``random+predictor``) is that strategy
+guided by the predictor (``config.search.predictor``, e.g.
+``--config.search.predictor.kappa=1``); the JSON results use those names.
 """
 
 from __future__ import annotations

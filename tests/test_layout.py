@@ -18,7 +18,7 @@ LAYERS = (
      'predictor'),
     ('strategies.base', 'strategies.qlearning', 'strategies.random_search',
      'strategies.evolution', 'strategies.local_search', 'strategies.driver', 'strategies',
-     'predictor_guided'),
+     'strategies.predictor_guided'),
     ('training', 'training.steps', 'training.recipes', 'training.runners', 'training.loop',
      'training.inference'),
     ('child',),

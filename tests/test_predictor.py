@@ -14,10 +14,11 @@ import pytest
 from blockqnn_jax import check_config
 from blockqnn_jax import nsc
 from blockqnn_jax import predictor
-from blockqnn_jax import predictor_guided
 from blockqnn_jax import search_space
+from blockqnn_jax import strategies
 from blockqnn_jax.analysis import correlation
 from blockqnn_jax.analysis import tabular
+from blockqnn_jax.strategies import predictor_guided
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +89,7 @@ def test_isomorphic_blocks_share_features_and_sequences_encode_pairs():
 
 
 def guided_run(config, seed=0, iterations=8, score=landscape, space=SPACE):
-  strategy = predictor_guided.make_strategy(config, seed, space)
+  strategy = strategies.make_strategy(config, seed, space)
   proposals = []
   for _ in range(iterations):
     batch = [strategy.propose() for _ in range(strategy.blocks_per_iteration)]
@@ -113,7 +114,7 @@ def test_the_acquisition_proposes_the_candidate_it_ranks_best(monkeypatch, acqui
   monkeypatch.setattr(predictor.EnsemblePredictor, 'member_predictions', recording)
   config = search_config('random', acquisition=acquisition, kappa=2.0)
   config.blocks_per_iteration = 1
-  strategy = predictor_guided.make_strategy(config, 0, SPACE)
+  strategy = strategies.make_strategy(config, 0, SPACE)
   checked = 0
   for _ in range(12):
     before = len(ranked)
@@ -154,7 +155,7 @@ def test_a_guided_search_resumes_exactly():
   config = search_config('evolution')
   whole, proposals = guided_run(config, iterations=10)
   first, _ = guided_run(config, iterations=4)
-  resumed = predictor_guided.make_strategy(config, 0, SPACE)
+  resumed = strategies.make_strategy(config, 0, SPACE)
   resumed.load_state_dict(json.loads(json.dumps(
       first.state_dict(), default=lambda a: a.tolist())))
   rest = []
@@ -203,12 +204,12 @@ def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):
   with open(path, 'w') as f:
     f.write('ops,val,test\n')
     for choices in itertools.product(range(4), repeat=3):
-      score = 100 * landscape(choices)
+      score = round(100 * landscape(choices))
       f.write(f'{"".join(map(str, choices))},{score},{100 - score}\n')
   names = ['qlearning+predictor', 'evolution+predictor', 'random+predictor']
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark_strategies', f'--table={path}',
-       '--reward_column=val', '--report_column=test', '--budgets=20', '--runs=3',
+       '--reward_column=val', '--report_column=test', '--budgets=20', '--runs=2',
        '--processes=1', f'--strategies={",".join(names)},random', f'--workdir={tmp_path}/out',
        '--config.search.predictor.warmup=5'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
@@ -217,5 +218,16 @@ def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):
   assert set(output['results']) == set(names) | {'random'}
   # The best cell (333, reported 100 - 90 = 10) is found by every guided run in 20 of 64.
   for name in names:
-    assert output['results'][name]['20'] == {'mean': pytest.approx(10.0), 'std': 0.0, 'runs': 3}
+    assert output['results'][name]['20'] == {'mean': pytest.approx(10.0), 'std': 0.0, 'runs': 2}
   assert output['search_config']['predictor']['warmup'] == 5
+
+
+def test_local_search_is_not_guided():
+  config = default.get_config()
+  config.search.strategy = 'local_search'
+  config.search.predictor.enabled = True
+  with pytest.raises(check_config.ConfigError, match=r"predictor.enabled=True is not allowed: "
+                     r"False with search.strategy='local_search': the predictor guides"):
+    check_config.check_predictor(config)
+  with pytest.raises(ValueError, match='the predictor guides'):
+    strategies.make_strategy(config.search, 0, SPACE)

@@ -85,7 +85,7 @@ def test_isomorphic_blocks_are_not_evaluated_twice(data):
     return {'accuracy': 0.5, 'train_seconds': 1.0}
 
   with tempfile.TemporaryDirectory() as workdir, pytest.MonkeyPatch.context() as patch:
-    patch.setattr(agent_lib, 'make_strategy', scripted_strategy(proposals))
+    patch.setattr(search.agent_lib, 'make_strategy', scripted_strategy(proposals))
     summary = search.run_search(config, workdir, evaluate)
     records = read_results(pathlib.Path(workdir))
   assert calls == [block.to_codes()] and summary['blocks_evaluated'] == 1

@@ -11,7 +11,6 @@ the blocks per iteration (100 replays per 64 blocks are 2 per block).
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 
@@ -19,15 +18,14 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
-from blockqnn_jax import predictor_guided
 from blockqnn_jax import strategies
 from blockqnn_jax.analysis import tabular
+from blockqnn_jax.strategies import predictor_guided
 
-# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING. A
-# name with the suffix '+predictor' is that strategy guided by config.search.predictor.
+# 'qlearning' runs the config as given; 'qlearning_paper' with strategies.PAPER_QLEARNING.
+# A name with the suffix '+predictor' is that strategy guided by config.search.predictor.
 UNGUIDED = ('qlearning', 'qlearning_paper', 'random', 'evolution', 'local_search')
-STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in UNGUIDED
-                              if s not in ('qlearning_paper', 'local_search'))
+STRATEGIES = UNGUIDED + tuple(s + predictor_guided.SUFFIX for s in predictor_guided.GUIDED)
 
 _TABLE: tabular.Table | None = None  # each worker process's copy
 
@@ -57,7 +55,7 @@ def run_one(task: tuple) -> np.ndarray:
   """One seeded run: the report of the best-so-far architecture after each evaluation."""
   search_config, strategy, budget, seed, blocks_per_iteration = task
   config = strategy_config(search_config, strategy, budget, blocks_per_iteration)
-  searcher = predictor_guided.make_strategy(config, seed, _TABLE.space)
+  searcher = strategies.make_strategy(config, seed, _TABLE.space)
   keys = tabular.search_table(searcher, _TABLE, budget)
   return tabular.best_so_far(_TABLE, keys, budget)
 
@@ -77,35 +75,15 @@ def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
     _set_table(table)
     curves = [run_one(t) for t in tasks]
   else:
-    curves = _run_in_processes(table, tasks, processes)
+    # 'spawn': a fork of a process that has started JAX's threads (a test session) can
+    # deadlock; each worker gets its own copy of the table once.
+    context = multiprocessing.get_context('spawn')
+    with context.Pool(processes, initializer=_set_table, initargs=(table,)) as pool:
+      curves = pool.map(run_one, tasks, chunksize=max(1, len(tasks) // (8 * processes)))
   out: dict = {s: {} for s in strategies}
   for (_, s, b, _, _), curve in zip(tasks, curves):
     out[s].setdefault(b, []).append(curve)
   return {s: {b: np.stack(c) for b, c in by_budget.items()} for s, by_budget in out.items()}
-
-
-class WorkerDied(RuntimeError):
-  """A worker process ended abruptly (a signal, the out-of-memory killer): the runs are
-  abandoned and nothing is returned."""
-
-
-def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list:
-  """``run_one`` of each task in ``processes`` worker processes, in the tasks' order.
-
-  'spawn': a fork of a process that has started JAX's threads (a test session) can
-  deadlock; each worker gets its own copy of the table once. A ``ProcessPoolExecutor``
-  notices a worker that dies (``multiprocessing.Pool.map`` would wait for it forever) and
-  the run ends with ``WorkerDied``."""
-  context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(
-      processes, mp_context=context, initializer=_set_table, initargs=(table,)) as pool:
-    try:
-      return list(pool.map(run_one, tasks,
-                           chunksize=max(1, len(tasks) // (8 * processes))))
-    except concurrent.futures.process.BrokenProcessPool:
-      raise WorkerDied(
-          'a worker process died (killed by a signal or out of memory) during the '
-          f'{len(tasks)} runs; none of their results is kept') from None
 
 
 def summarize(curves: dict) -> dict:

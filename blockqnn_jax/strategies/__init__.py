@@ -16,6 +16,8 @@ from blockqnn_jax.strategies.driver import Sample
 from blockqnn_jax.strategies.driver import drive
 from blockqnn_jax.strategies.evolution import RegularizedEvolution
 from blockqnn_jax.strategies.local_search import LocalSearch
+from blockqnn_jax.strategies import predictor_guided
+from blockqnn_jax.strategies.predictor_guided import PredictorGuided
 from blockqnn_jax.strategies.qlearning import PAPER_QLEARNING
 from blockqnn_jax.strategies.qlearning import QLearningAgent
 from blockqnn_jax.strategies.qlearning import TERMINAL_REWARDS
@@ -27,10 +29,15 @@ _REGISTRY = {cls.name: cls for cls in (QLearningAgent, RandomSearch, Regularized
 STRATEGIES = tuple(_REGISTRY)
 
 
-def make_strategy(search_config, seed: int, space=None) -> Strategy:
+def make_strategy(search_config, seed: int, space=None) -> Strategy | PredictorGuided:
   """The strategy named by ``config.search.strategy``, on ``space`` (default: NSC blocks
-  up to ``config.search.max_layers`` deep)."""
+  up to ``config.search.max_layers`` deep); guided by the predictor where
+  ``config.search.predictor.enabled`` (``predictor_guided``)."""
   if search_config.strategy not in _REGISTRY:
     raise ValueError(
         f'config.search.strategy={search_config.strategy!r} is unknown, allowed {STRATEGIES}')
-  return _REGISTRY[search_config.strategy](search_config, seed, space)
+  strategy = _REGISTRY[search_config.strategy](search_config, seed, space)
+  predictor_config = search_config.get('predictor')
+  if predictor_config is not None and predictor_config.enabled:
+    return predictor_guided.guide(strategy, predictor_config, seed)
+  return strategy

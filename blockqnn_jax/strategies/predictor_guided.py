@@ -40,9 +40,12 @@ from absl import logging
 import numpy as np
 
 from blockqnn_jax import predictor
-from blockqnn_jax import strategies
 
 ACQUISITIONS = ('ucb', 'thompson')
+# The strategies it can guide: their propose() changes only the strategy's generator and
+# counters, so a shallow copy draws candidates without touching the strategy. Local
+# search's propose() records pending proposals in shared containers, so it is not guided.
+GUIDED = ('qlearning', 'random', 'evolution')
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
           'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
@@ -247,11 +250,10 @@ class PredictorGuided:
       self._record(self.space.key(arch), arch, float(reward))
 
 
-def make_strategy(search_config, seed: int, space=None):
-  """``config.search.strategy`` (``strategies.make_strategy``), guided by the predictor when
-  ``config.search.predictor.enabled``."""
-  inner = strategies.make_strategy(search_config, seed, space)
-  predictor_config = search_config.get('predictor')
-  if predictor_config is not None and predictor_config.enabled:
-    return PredictorGuided(inner, predictor_config, seed)
-  return inner
+def guide(strategy, predictor_config, seed: int) -> PredictorGuided:
+  """``strategy`` guided by the predictor (``strategies.make_strategy`` calls it where
+  ``config.search.predictor.enabled``); a one-line error for one it cannot guide."""
+  if strategy.name not in GUIDED:
+    raise ValueError(f'config.search.predictor.enabled=True with config.search.strategy='
+                     f'{strategy.name!r}: the predictor guides {GUIDED}')
+  return PredictorGuided(strategy, predictor_config, seed)
