@@ -93,3 +93,23 @@ def test_tensorboard_shows_predicted_against_actual_and_each_iteration_s_spearma
   assert len(expected) == 5
   assert {e.step: e.value for e in spearman} == pytest.approx(expected, rel=1e-6)
   assert 'custom_scalars__config__' in events.Tags()['tensors']
+
+
+def test_the_spearman_leaves_out_repeats_of_blocks_the_predictor_had_seen(tmp_path):
+  """Blocks of up to two layers: the last iteration repeats a block evaluated before, which
+  the iteration's correlation leaves out (it counts only the iteration's own evaluations)."""
+  config = guided_config()
+  config.search.max_layers = 2
+  search.run_search(config, str(tmp_path), CountingEvaluator())
+  records = [r for r in outcome(tmp_path)[0] if 'predicted_reward' in r]
+  assert any(r['cached'] for r in records)
+  expected = {}
+  for iteration in range(6):
+    fresh = [r for r in records if r['iteration'] == iteration and not r['cached']]
+    if len(fresh) > 1:
+      expected[iteration] = stats.spearmanr([r['predicted_reward'] for r in fresh],
+                                            [r['reward'] for r in fresh]).statistic
+  events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'scalars': 0})
+  events.Reload()
+  shown = {e.step: e.value for e in events.Scalars('iteration/predictor_spearman')}
+  assert expected and shown == pytest.approx(expected, rel=1e-6)
