@@ -14,6 +14,12 @@ Results are logged in the order they finish but fed to the agent in the order th
 were sampled, so the agent's state does not depend on how many children ran at once, or
 where: serial, pipelined, several per device or on Ray, a deterministic evaluator gives
 the same search.
+
+Predictor-guided (``config.search.predictor.enabled``): the strategy comes wrapped in
+``strategies.PredictorGuided``. Each record holds the reward predicted for its block when
+the iteration was proposed (``predicted_reward``, ``predicted_spread``), before any of the
+iteration was fed back; the predictor learns each result as it is fed, while the other
+children train, and its state is rebuilt from the checkpointed evaluations on resume.
 """
 
 from __future__ import annotations
