@@ -11,6 +11,7 @@ the blocks per iteration (100 replays per 64 blocks are 2 per block).
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
 
@@ -75,15 +76,35 @@ def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
     _set_table(table)
     curves = [run_one(t) for t in tasks]
   else:
-    # 'spawn': a fork of a process that has started JAX's threads (a test session) can
-    # deadlock; each worker gets its own copy of the table once.
-    context = multiprocessing.get_context('spawn')
-    with context.Pool(processes, initializer=_set_table, initargs=(table,)) as pool:
-      curves = pool.map(run_one, tasks, chunksize=max(1, len(tasks) // (8 * processes)))
+    curves = _run_in_processes(table, tasks, processes)
   out: dict = {s: {} for s in strategies}
   for (_, s, b, _, _), curve in zip(tasks, curves):
     out[s].setdefault(b, []).append(curve)
   return {s: {b: np.stack(c) for b, c in by_budget.items()} for s, by_budget in out.items()}
+
+
+class WorkerDied(RuntimeError):
+  """A worker process ended abruptly (a signal, the out-of-memory killer): the runs are
+  abandoned and nothing is returned."""
+
+
+def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list:
+  """``run_one`` of each task in ``processes`` worker processes, in the tasks' order.
+
+  'spawn': a fork of a process that has started JAX's threads (a test session) can
+  deadlock; each worker gets its own copy of the table once. A ``ProcessPoolExecutor``
+  notices a worker that dies (``multiprocessing.Pool.map`` would wait for it forever) and
+  the run ends with ``WorkerDied``."""
+  context = multiprocessing.get_context('spawn')
+  with concurrent.futures.ProcessPoolExecutor(
+      processes, mp_context=context, initializer=_set_table, initargs=(table,)) as pool:
+    try:
+      return list(pool.map(run_one, tasks,
+                           chunksize=max(1, len(tasks) // (8 * processes))))
+    except concurrent.futures.process.BrokenProcessPool:
+      raise WorkerDied(
+          'a worker process died (killed by a signal or out of memory) during the '
+          f'{len(tasks)} runs; none of their results is kept') from None
 
 
 def summarize(curves: dict) -> dict:
