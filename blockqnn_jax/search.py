@@ -22,6 +22,12 @@ the strategy skips its place in sample order, the same way on a resume. Feeding 
 an iteration's first verdict on an architecture (``executors.is_verdict``); an iteration
 without one ends the search with ``AllChildrenFailedError``, before the strategy learns
 anything from it. An exception raised by ``evaluate_fn`` ends the search as it is.
+
+Predictor-guided (``config.search.predictor.enabled``): the strategy comes wrapped in
+``strategies.PredictorGuided``. Each record holds the reward predicted for its block when
+the iteration was proposed (``predicted_reward``, ``predicted_spread``), before any of the
+iteration was fed back; the predictor learns each result as it is fed, while the other
+children train, and its state is rebuilt from the checkpointed evaluations on resume.
 """
 
 from __future__ import annotations
@@ -126,6 +132,7 @@ class _SearchRun:
     self.config, self.workdir = config, workdir
     self.reward_terms = _reward_terms(self.space, config)
     self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
+    self.guided = isinstance(self.strategy, agent_lib.PredictorGuided)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
     self.best = None
@@ -149,6 +156,8 @@ class _SearchRun:
     self.total = self.strategy.num_iterations * self.strategy.blocks_per_iteration
     self.log = results_lib.ResultsLog(workdir)
     self.tensorboard = summaries.SearchSummaries(workdir, config)
+    if self.guided:
+      self.tensorboard.predictor_layout()
     self.executor = executors.make_executor(config, evaluate_fn)
     self.start, self.done_here = time.time(), 0
     if lines or records:
@@ -162,6 +171,7 @@ class _SearchRun:
       self.iteration, self.epsilon = self.strategy.iteration, self.strategy.epsilon
       self.blocks = [self.strategy.propose()
                      for _ in range(self.strategy.blocks_per_iteration)]
+      self.predictions = self.predict(self.blocks)
       self.records: list[dict | None] = [None] * len(self.blocks)
       self.fed, self.rewards, self.has_verdict = 0, [], False
       waiting = self.start_iteration()
@@ -173,6 +183,22 @@ class _SearchRun:
                              {'cache': self.cache, 'best': self.best, 'lines': self.lines})
       self.tensorboard.iteration(self.iteration, self.epsilon, self.rewards,
                                  self.best['reward'])
+      if self.guided:
+        fresh = [r for r in self.records if 'predicted_reward' in r and not r['cached']]
+        self.tensorboard.predictor_iteration(
+            self.iteration, [r['predicted_reward'] for r in fresh],
+            [r['reward'] for r in fresh])
+
+  def predict(self, blocks: list) -> list[dict]:
+    """Each block's predicted reward and spread, made once the iteration is proposed and
+    before any of its blocks is fed back (so before the predictor saw them); empty where
+    the search is unguided or the predictor cannot rank yet. The predictor itself learns
+    in ``consume``, one Sherman-Morrison update per result, while other children train."""
+    predicted = self.strategy.predict(blocks) if self.guided else None
+    if predicted is None:
+      return [{} for _ in blocks]
+    return [{'predicted_reward': float(mean), 'predicted_spread': float(spread)}
+            for mean, spread in zip(*predicted)]
 
   def start_iteration(self) -> dict[str, list[int]]:
     """Takes each block's result from the log of an interrupted run or from the cache, or
@@ -223,7 +249,7 @@ class _SearchRun:
     block = self.blocks[position]
     terms = self.reward_terms(block, result['accuracy'])
     result = {k: v for k, v in result.items() if k not in _PER_SAMPLE_KEYS}
-    record = {**result, **terms, 'index': self.lines, 'iteration': self.iteration,
+    record = {**result, **terms, **self.predictions[position], 'index': self.lines, 'iteration': self.iteration,
               'epsilon': self.epsilon, 'codes': self.space.to_codes(block), 'hash': key,
               'cached': cached}
     self.log.append(record)
@@ -327,7 +353,8 @@ class _SearchRun:
 
 
 _PER_SAMPLE_KEYS = ('index', 'iteration', 'epsilon', 'codes', 'hash', 'cached', 'reward',
-                    'flops_term', 'density_term', 'flops_ratio', 'density')
+                    'flops_term', 'density_term', 'flops_ratio', 'density',
+                    'predicted_reward', 'predicted_spread')
 
 
 def _reward_terms(space: search_space.Space, config) -> Callable[..., dict]:

@@ -1,9 +1,12 @@
 """TensorBoard event files for a search (tensorboardX: no TensorFlow needed).
 
 Tags: ``block/*`` per evaluated block (step = its index in results.jsonl): accuracy,
-reward and each reward term; ``iteration/*`` per iteration: epsilon, mean and best reward
-of the iteration, best reward so far; ``best_block`` as a picture and its codes as text;
-the config as text. Each trained child is a session of TensorBoard's HParams plugin, the
+reward and each reward term, and in a predictor-guided search the reward predicted for it
+and the spread (one chart of predicted against actual reward under Custom Scalars);
+``iteration/*`` per iteration: epsilon, mean and best reward of the iteration, best reward
+so far, and the predictor's Spearman rank correlation on the iteration's children,
+predicted before it saw them; ``best_block`` as a picture and its codes as text; the
+config as text. Each trained child is a session of TensorBoard's HParams plugin, the
 run ``children/INDEX`` (its index in results.jsonl): hyperparameters its codes, hash,
 depth and the count of each layer type; metrics ``child/accuracy``, ``child/reward``,
 ``child/flops``, ``child/params`` and ``child/seconds``, so that its table and
@@ -16,6 +19,7 @@ import json
 import os
 
 import numpy as np
+from scipy import stats
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams
 
@@ -23,7 +27,8 @@ from blockqnn_jax import draw
 from blockqnn_jax import nsc
 from blockqnn_jax import workdir as workdir_lib
 
-BLOCK_TAGS = ('accuracy', 'reward', 'flops_term', 'density_term')
+BLOCK_TAGS = ('accuracy', 'reward', 'flops_term', 'density_term', 'predicted_reward',
+              'predicted_spread')
 CHILDREN_DIR = 'children'
 # The metrics of a child's session: its record's field (seconds: see child_metrics).
 CHILD_METRICS = ('accuracy', 'reward', 'flops', 'params', 'seconds')
@@ -71,6 +76,21 @@ class SearchSummaries:
     self.writer.add_scalar('iteration/best_reward', max(rewards), iteration)
     self.writer.add_scalar('iteration/best_so_far', best_so_far, iteration)
     self.writer.flush()
+
+  def predictor_layout(self) -> None:
+    """The Custom Scalars chart of each block's predicted against its actual reward."""
+    self.writer.add_custom_scalars({'predictor': {
+        'predicted against actual reward': ['Multiline',
+                                            ['block/reward', 'block/predicted_reward']]}})
+
+  def predictor_iteration(self, iteration: int, predicted: list[float],
+                          actual: list[float]) -> None:
+    """The Spearman correlation of an iteration's predicted and actual rewards, where it
+    is defined (two children or more, neither side constant)."""
+    if len(predicted) > 1 and len(set(predicted)) > 1 and len(set(actual)) > 1:
+      spearman = stats.spearmanr(predicted, actual).statistic
+      self.writer.add_scalar('iteration/predictor_spearman', float(spearman), iteration)
+      self.writer.flush()
 
   def best_block(self, block: nsc.Block, record: dict) -> None:
     image = np.asarray(draw.to_image(block))

@@ -25,6 +25,16 @@ def resume_config():
   return config
 
 
+def guided(config):
+  """``config`` guided by the predictor from its second iteration of six blocks on, with
+  few candidates per proposal (fast)."""
+  config.search.predictor.enabled = True
+  config.search.predictor.warmup = 6
+  config.search.predictor.candidates = 10
+  config.search.predictor.best_mutations = 20
+  return config
+
+
 def digits_resume_config():
   """resume_config on a dataset every machine has, for the CLI's start-up checks."""
   config = resume_config()
@@ -86,9 +96,10 @@ class JitteryEvaluator:
 
 
 def jittery_search(workdir, children_per_device, compile_ahead, executor='local',
-                   max_in_flight=0):
-  """resume_config's search with the JitteryEvaluator, run as given; returns its outcome."""
-  config = resume_config()
+                   max_in_flight=0, predictor=False):
+  """resume_config's search (``guided`` with ``predictor``) with the JitteryEvaluator, run
+  as given; returns its outcome."""
+  config = guided(resume_config()) if predictor else resume_config()
   config.children_per_device = children_per_device
   config.compile_ahead = compile_ahead
   config.executor = executor

@@ -157,6 +157,14 @@ def test_a_ray_search_ends_like_a_serial_local_one(tmp_path):
   searches.assert_same_outcome(distributed, serial, same_log_order=False)
 
 
+def test_a_guided_ray_search_proposes_and_predicts_like_a_serial_local_one(tmp_path):
+  serial = searches.jittery_search(tmp_path / 'serial', 1, 0, predictor=True)
+  distributed = searches.jittery_search(tmp_path / 'ray', 1, 1, executor='ray',
+                                        max_in_flight=2, predictor=True)
+  searches.assert_same_outcome(distributed, serial, same_log_order=False)
+  assert sum('predicted_reward' in r for r in distributed[0]) == 30  # guided from block 7
+
+
 @pytest.mark.parametrize('children_per_device, gpus_per_trial, fraction', [
     (2, -1, '0.450'), (1, 0.25, '0.225'), (1, -1, None)])
 def test_an_actor_on_a_share_of_a_gpu_preallocates_only_its_share(

@@ -185,6 +185,16 @@ class PredictorGuided:
       scores = self.predictor.member_predictions(features)[member]
     return archs[int(np.argmax(scores))]
 
+  def predict(self, archs: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """The predictor's mean and spread for ``archs`` as it stands (what the search logs
+    and shows beside each real reward), or None while it cannot rank."""
+    if self.predictor is None or self.unusable:
+      return None
+    try:
+      return self.predictor.predict(np.stack([self.space.features(a) for a in archs]))
+    except predictor.PredictorError:
+      return None
+
   def feedback(self, arch, reward: float) -> None:
     """The wrapped strategy learns the real reward; a new architecture joins the
     predictor's points."""
