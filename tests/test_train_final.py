@@ -269,6 +269,14 @@ def test_an_extended_cosine_restarts_and_load_model_loads_the_weights_final_json
   assert [h['learning_rate'] for h in extended['history']] == pytest.approx(cycle * 2,
                                                                            abs=1e-7)
   assert inference.load_model(str(tmp_path))[1]['step'] == 92
+  unscored = json.loads((tmp_path / 'final.json').read_text())
+  del unscored['step']  # as an earlier version wrote it
+  (tmp_path / 'final.json').write_text(json.dumps(unscored))
+  with pytest.raises(ValueError) as error:
+    inference.load_model(str(tmp_path))
+  assert str(error.value) == (
+      f'{tmp_path}/final.json does not say which checkpoint it scored (an earlier version '
+      'wrote it): rerun the training command to rewrite it')
 
 
 def test_an_epoch_s_events_are_in_their_file_before_its_checkpoint(tmp_path, monkeypatch):

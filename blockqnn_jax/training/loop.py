@@ -4,9 +4,9 @@ a finished run writes.
 The train state is checkpointed after every epoch and every ``checkpoint_every_seconds``
 (by process 0's clock), with the epoch's losses so far and the run's epoch totals (the
 epochs it was started with, then each extension's: what its learning-rate schedule
-follows); its step is the run's position.
-Data order and augmentation derive from (seed, epoch, step) (``runners.epoch_key``), so a resumed run ends with
-the same parameters as an uninterrupted one.
+follows); its step is the run's position. Data order and augmentation derive from (seed,
+epoch, step) (``runners.epoch_key``), so a resumed run ends with the same parameters as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import time
 
 from absl import logging
-import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
