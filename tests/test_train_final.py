@@ -237,13 +237,26 @@ def test_an_extended_cosine_restarts_and_load_model_loads_the_weights_final_json
   peak. The extension killed after its first epoch's checkpoint: ``final.json`` still
   scores epoch 2, and ``load_model`` loads epoch 2's weights, not the newer ones; once
   epoch 2's checkpoint is gone (the next save removes it: two are kept), it refuses in one
-  line. The rerun ends the extension on the same schedule."""
+  line. The rerun ends the extension on the same schedule. And TensorBoard's curves hold
+  every epoch a checkpoint counts as done, read back from the files as it is saved: a
+  process killed right after keeps them."""
   config = digits_train_config()
   config.train.update(schedule='cosine', epochs=2)
+  save, logged = ocp.CheckpointManager.save, []
+
+  def read_events_then_save(self, *args, **kwargs):
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged.append([(e.step, e.value) for e in events.Scalars('train/loss')]
+                  if 'train/loss' in events.Tags()['scalars'] else [])
+    return save(self, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', read_events_then_save)
   first = train_final.train_and_evaluate(config, str(tmp_path))
+  losses = [(h['epoch'], pytest.approx(h['loss'])) for h in first['history']]
+  assert logged == [losses[:1], losses]
   scored = final_params(tmp_path)
   config.train.epochs = 4
-  save = ocp.CheckpointManager.save
 
   def save_then_die(self, step, *args, **kwargs):
     save(self, step, *args, **kwargs)
@@ -277,24 +290,3 @@ def test_an_extended_cosine_restarts_and_load_model_loads_the_weights_final_json
   assert str(error.value) == (
       f'{tmp_path}/final.json does not say which checkpoint it scored (an earlier version '
       'wrote it): rerun the training command to rewrite it')
-
-
-def test_an_epoch_s_events_are_in_their_file_before_its_checkpoint(tmp_path, monkeypatch):
-  """TensorBoard's curves hold every epoch a checkpoint counts as done, read back from the
-  files at each epoch's checkpoint: a process killed right after keeps them."""
-  config = digits_train_config()
-  config.train.epochs = 2
-  config.max_train_examples = 256
-  save, logged = ocp.CheckpointManager.save, []
-
-  def read_events_then_save(self, *args, **kwargs):
-    events = event_accumulator.EventAccumulator(str(tmp_path))
-    events.Reload()
-    logged.append([(e.step, e.value) for e in events.Scalars('train/loss')]
-                  if 'train/loss' in events.Tags()['scalars'] else [])
-    return save(self, *args, **kwargs)
-
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', read_events_then_save)
-  history = train_final.train_and_evaluate(config, str(tmp_path))['history']
-  losses = [(h['epoch'], pytest.approx(h['loss'])) for h in history]
-  assert logged == [losses[:1], losses]
