@@ -57,7 +57,16 @@ class TrainingCheckpointer:
   def latest_state(self, template):
     """The latest checkpoint's train state, restored into ``template``'s shapes, dtypes
     and shardings (the caller has checked there is one, with ``latest_meta``)."""
-    return self.manager.restore(self.manager.latest_step(), args=ocp.args.Composite(
+    return self.state_at(self.manager.latest_step(), template)
+
+  def steps(self) -> list[int]:
+    """The steps of the checkpoints kept."""
+    return list(self.manager.all_steps())
+
+  def state_at(self, step: int, template):
+    """The train state of the checkpoint at ``step`` (one of ``steps()``), restored into
+    ``template``'s shapes, dtypes and shardings."""
+    return self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                                     template))))['state']
 

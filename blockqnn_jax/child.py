@@ -70,7 +70,7 @@ class ChildEvaluator:
           model, recipes.early_stop_optimizer(config.early_stop, steps_per_epoch), mesh, dtype)
       child.runner = runners.InMemoryRunner(trainer, data, config.batch_size,
                                             epoch_loop=config.epoch_loop)
-      child.runner.compile(jax.random.key(config.seed),
+      child.runner.compile(runners.epoch_key(config.seed, 0),
                            compilation.FAST_COMPILE if config.fast_compile else None)
     child.result['prepare_seconds'] = time.perf_counter() - start
     child.result['compile_seconds'] = compile_seconds()
@@ -114,11 +114,10 @@ def _train_and_score(runner: runners.InMemoryRunner, early_stop, seed: int, resu
                      should_stop) -> None:
   """The early-stop recipe; fills ``result`` in place so a failure keeps what was
   measured."""
-  rng = jax.random.key(seed)
   best, since_best, accuracy = -1.0, 0, None
   start = time.perf_counter()
   for epoch in range(early_stop.epochs):
-    losses = runner.train_epoch(jax.random.fold_in(rng, epoch), should_stop)
+    losses = runner.train_epoch(runners.epoch_key(seed, epoch), should_stop)
     if losses is None:
       result.update(status='failed', accuracy=0.0, reason='cancelled: the search stopped')
       return

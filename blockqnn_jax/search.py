@@ -179,15 +179,18 @@ class _SearchRun:
       self.stop_without_verdict()
       self.keep_unmatched_results()
       self.strategy.end_iteration()
-      self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
-                             {'cache': self.cache, 'best': self.best, 'lines': self.lines})
-      self.tensorboard.iteration(self.iteration, self.epsilon, self.rewards,
-                                 self.best['reward'])
+      # The iteration's events are closed into their file before the checkpoint that
+      # counts the iteration as done, so a kill between the two loses none of them.
       if self.guided:
-        fresh = [r for r in self.records if 'predicted_reward' in r and not r['cached']]
+        fresh = [r for r in self.records if 'predicted_reward' in r and not r['cached']
+                 and not r.get('transient')]
         self.tensorboard.predictor_iteration(
             self.iteration, [r['predicted_reward'] for r in fresh],
             [r['reward'] for r in fresh])
+      self.tensorboard.iteration(self.iteration, self.epsilon, self.rewards,
+                                 self.best['reward'])
+      self.checkpointer.save(self.strategy.iteration, self.strategy.state_dict(),
+                             {'cache': self.cache, 'best': self.best, 'lines': self.lines})
 
   def predict(self, blocks: list) -> list[dict]:
     """Each block's predicted reward and spread, made once the iteration is proposed and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 from scipy import stats
@@ -36,12 +37,32 @@ CHILD_METRICS = ('accuracy', 'reward', 'flops', 'params', 'seconds')
 _SECONDS_KEYS = ('prepare_seconds', 'train_seconds', 'eval_seconds')
 
 
+def event_writer(logdir: str) -> SummaryWriter:
+  """A tensorboardX writer on a new event file in ``logdir``, its name ending in the time
+  in nanoseconds: a directory's files sort in the order they were written (TensorBoard
+  reads them in name order), and a writer opened in the same second as another never
+  truncates that one's file (tensorboardX names files by the second)."""
+  return SummaryWriter(logdir, filename_suffix=f'.{time.time_ns()}')
+
+
+def write_scalars(logdir: str, scalars: dict, step: int) -> None:
+  """Writes ``scalars`` (tag -> value) at ``step`` into an event file of their own,
+  closed before returning, so a process killed right after keeps them: tensorboardX
+  writes events from a queue in a background thread, and its ``flush()`` does not wait
+  for the queue; ``close()`` does."""
+  writer = event_writer(logdir)
+  for tag, value in scalars.items():
+    writer.add_scalar(tag, value, step)
+  writer.close()
+
+
 class SearchSummaries:
-  """Writes the search's TensorBoard events into ``workdir``."""
+  """Writes the search's TensorBoard events into ``workdir``; an iteration's are in the
+  file once ``iteration`` returns."""
 
   def __init__(self, workdir: str, config):
     self.workdir = workdir
-    self.writer = SummaryWriter(workdir)
+    self.writer = event_writer(workdir)
     self.writer.add_text('config', json.dumps(
         workdir_lib.flatten(json.loads(config.to_json())), indent=1))
     self.experiment_written = False
@@ -75,7 +96,9 @@ class SearchSummaries:
     self.writer.add_scalar('iteration/mean_reward', float(np.mean(rewards)), iteration)
     self.writer.add_scalar('iteration/best_reward', max(rewards), iteration)
     self.writer.add_scalar('iteration/best_so_far', best_so_far, iteration)
-    self.writer.flush()
+    # close() waits for tensorboardX's queue (flush() does not); the next go to a new file.
+    self.writer.close()
+    self.writer = event_writer(self.workdir)
 
   def predictor_layout(self) -> None:
     """The Custom Scalars chart of each block's predicted against its actual reward."""
@@ -90,7 +113,6 @@ class SearchSummaries:
     if len(predicted) > 1 and len(set(predicted)) > 1 and len(set(actual)) > 1:
       spearman = stats.spearmanr(predicted, actual).statistic
       self.writer.add_scalar('iteration/predictor_spearman', float(spearman), iteration)
-      self.writer.flush()
 
   def best_block(self, block: nsc.Block, record: dict) -> None:
     image = np.asarray(draw.to_image(block))

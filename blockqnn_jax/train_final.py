@@ -32,13 +32,14 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   data_lib.check_batch_size(recipe.batch_size, mesh)
   data = data_lib.device_data(config, mesh, batch_size=recipe.batch_size, final=True)
   model_config = recipes.final_model_config(config, recipe)
+  totals = loop.epoch_totals(workdir, recipe)
   model, trainer, schedule = recipes.build_trainer(
       config, recipe, block, model_config, mesh, num_classes=data.num_classes,
       channels=data.image_shape[-1],
-      steps_per_epoch=len(data.train_labels) // recipe.batch_size)
+      steps_per_epoch=len(data.train_labels) // recipe.batch_size, epoch_totals=totals)
   runner = runners.InMemoryRunner(trainer, data, recipe.batch_size)
   workdir_lib.record_config(recorded, workdir)
-  history = loop.fit(runner, config, recipe, workdir, schedule)
+  history = loop.fit(runner, config, recipe, workdir, schedule, totals)
   return loop.write_summary(workdir, config, recipe, block, model, model_config, history,
-                            num_classes=data.num_classes, image_shape=data.image_shape,
-                            mean=data.mean, std=data.std)
+                            step=int(trainer.state['step']), num_classes=data.num_classes,
+                            image_shape=data.image_shape, mean=data.mean, std=data.std)

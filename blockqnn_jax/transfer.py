@@ -47,16 +47,19 @@ def transfer_and_evaluate(config, workdir: str, *, allow_config_change: bool = F
   channels = len(mean)
   model_config = recipes.final_model_config(config, recipe)
   model_config.template = 'imagenet'
+  totals = loop.epoch_totals(workdir, recipe)
   model, trainer, schedule = recipes.build_trainer(
       config, recipe, block, model_config, mesh, num_classes=num_classes,
       channels=channels, steps_per_epoch=train_input.steps_per_epoch,
-      crop_and_flip=False)  # done on the host by the input pipeline
+      crop_and_flip=False,  # done on the host by the input pipeline
+      epoch_totals=totals)
   runner = runners.StreamingRunner(trainer, train_input, eval_input, mean, std)
   workdir_lib.record_config(recorded, workdir)
   try:
-    history = loop.fit(runner, config, recipe, workdir, schedule)
+    history = loop.fit(runner, config, recipe, workdir, schedule, totals)
   finally:
     runner.close()
   return loop.write_summary(
-      workdir, config, recipe, block, model, model_config, history, num_classes=num_classes,
+      workdir, config, recipe, block, model, model_config, history,
+      step=int(trainer.state['step']), num_classes=num_classes,
       image_shape=(size, size, channels), mean=mean, std=std)

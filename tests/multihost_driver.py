@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from blockqnn_jax import main
+from blockqnn_jax import summaries
 from blockqnn_jax.training import loop
 
 CRASH_EXIT_STATUS = 3
@@ -51,13 +52,13 @@ class FakeClock:
 
 
 def announce_event_writers() -> None:
-  writer = loop.SummaryWriter
+  writer = summaries.SummaryWriter
 
   def announced(*args, **kwargs):
     print(f'TensorBoard events from process {jax.process_index()}', flush=True)
     return writer(*args, **kwargs)
 
-  loop.SummaryWriter = announced
+  summaries.SummaryWriter = announced
 
 
 if __name__ == '__main__':

@@ -90,6 +90,36 @@ def test_imagenet_steps_schedule_steps_at_its_epochs_after_the_warm_up():
     assert float(schedule(step)) == pytest.approx(rate), step
 
 
+def test_an_extended_cosine_is_the_planned_one_then_a_restart_over_the_added_epochs():
+  """90 epochs extended to 100: the first 90 follow the 90-epoch recipe to its end (about
+  0, not the 0.0027 of a cosine over 100), then a new cosine runs from the peak to 0 over
+  the 10 added epochs; 1 -> 2 epochs restarts at the peak too, not at half of it."""
+  recipe = default.get_config().transfer  # warm-up 5 epochs, cosine, peak 0.1
+  first = jnp.arange(90 * STEPS_PER_EPOCH)
+  planned = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)
+  recipe.epochs = 100
+  extended = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH, (90, 100))
+  np.testing.assert_array_equal(extended(first), planned(first))
+  added = np.arange(10 * STEPS_PER_EPOCH + 1)
+  np.testing.assert_allclose(extended(90 * STEPS_PER_EPOCH + added),
+                             0.05 * (1 + np.cos(np.pi * added / added[-1])), atol=1e-7)
+  recipe.update(epochs=2, warmup_epochs=0)
+  twice = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH, (1, 2))
+  np.testing.assert_allclose(twice(jnp.arange(2 * STEPS_PER_EPOCH)),
+                             np.tile(0.05 * (1 + np.cos(np.pi * np.arange(10) / 10)), 2),
+                             rtol=1e-6)
+
+
+def test_an_extended_steps_schedule_is_the_longer_recipe():
+  recipe = default.get_config().train  # x0.1 at epochs 150 and 225
+  recipe.epochs = 100
+  steps = jnp.arange(300 * STEPS_PER_EPOCH + 1)
+  extended = recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH, (100, 200, 300))
+  recipe.epochs = 300
+  np.testing.assert_array_equal(extended(steps),
+                                recipes.learning_rate_schedule(recipe, STEPS_PER_EPOCH)(steps))
+
+
 def decayed(recipe) -> dict[str, bool]:
   """For each parameter ('stem/norm/scale', ...): whether one step of zero gradients at a
   learning rate of 1 moved it, i.e. whether weight decay applies to it."""

@@ -1,6 +1,7 @@
 """mode='train': a found block trained in full, checkpointed, resumed, loaded, used."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -8,8 +9,10 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
+from tensorboard.backend.event_processing import event_accumulator
 
 from blockqnn_jax import check_config
 from blockqnn_jax import data
@@ -22,6 +25,7 @@ from configs import cifar10
 from configs import quickstart
 from tests.common import SMALL
 from tests.common import workdir_files
+from tests.interrupt import Crash
 from tests.interrupt import interrupt_then_resume
 from tests.interrupt import mid_epoch_interrupt_then_resume
 from tests.interrupt import started_epochs
@@ -225,3 +229,64 @@ def test_a_checkpoint_is_due_when_process_0_says_so(monkeypatch):
   every_10 = loop.CheckpointTimer(-1, check_every=10)
   assert [every_10.due(step) for step in range(1, 21)] == ([False] * 9 + [True]) * 2
   assert own_clock == [0, 1, 1, 1]
+
+
+def test_an_extended_cosine_restarts_and_load_model_loads_the_weights_final_json_scored(
+    tmp_path, monkeypatch):
+  """2 cosine epochs extended to 4: the added epochs get a cosine of their own, from the
+  peak. The extension killed after its first epoch's checkpoint: ``final.json`` still
+  scores epoch 2, and ``load_model`` loads epoch 2's weights, not the newer ones; once
+  epoch 2's checkpoint is gone (the next save removes it: two are kept), it refuses in one
+  line. The rerun ends the extension on the same schedule. And TensorBoard's curves hold
+  every epoch a checkpoint counts as done, read back from the files as it is saved: a
+  process killed right after keeps them."""
+  config = digits_train_config()
+  config.train.update(schedule='cosine', epochs=2)
+  save, logged = ocp.CheckpointManager.save, []
+
+  def read_events_then_save(self, *args, **kwargs):
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged.append([(e.step, e.value) for e in events.Scalars('train/loss')]
+                  if 'train/loss' in events.Tags()['scalars'] else [])
+    return save(self, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', read_events_then_save)
+  first = train_final.train_and_evaluate(config, str(tmp_path))
+  losses = [(h['epoch'], pytest.approx(h['loss'])) for h in first['history']]
+  assert logged == [losses[:1], losses]
+  scored = final_params(tmp_path)
+  config.train.epochs = 4
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    raise Crash()
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save_then_die)
+  with pytest.raises(Crash):
+    train_final.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['46', '69']  # 23 steps an epoch
+  for a, b in zip(final_params(tmp_path), scored):
+    np.testing.assert_array_equal(a, b)
+  shutil.rmtree(tmp_path / 'checkpoints' / '46')
+  with pytest.raises(ValueError) as error:
+    inference.load_model(str(tmp_path))
+  assert str(error.value) == (
+      f'{tmp_path}/final.json scored the weights of step 46, but {tmp_path}/checkpoints '
+      'keeps steps [69] only: a rerun that extends the run stopped before the end; rerun '
+      'it to the end to load its model')
+  extended = train_final.train_and_evaluate(config, str(tmp_path))
+  assert extended['history'][:2] == first['history']
+  cycle = [0.05 * (1 + math.cos(math.pi * step / 46)) for step in (22, 45)]  # epoch ends
+  assert [h['learning_rate'] for h in extended['history']] == pytest.approx(cycle * 2,
+                                                                           abs=1e-7)
+  assert inference.load_model(str(tmp_path))[1]['step'] == 92
+  unscored = json.loads((tmp_path / 'final.json').read_text())
+  del unscored['step']  # as an earlier version wrote it
+  (tmp_path / 'final.json').write_text(json.dumps(unscored))
+  with pytest.raises(ValueError) as error:
+    inference.load_model(str(tmp_path))
+  assert str(error.value) == (
+      f'{tmp_path}/final.json does not say which checkpoint it scored (an earlier version '
+      'wrote it): rerun the training command to rewrite it')

@@ -12,17 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from jax.sharding import PartitionSpec as P
+from tensorboard.backend.event_processing import event_accumulator
 
 from blockqnn_jax import child
 from blockqnn_jax import compilation
 from blockqnn_jax import data as data_lib
 from blockqnn_jax import models
 from blockqnn_jax import search
+from blockqnn_jax import train_final
 from blockqnn_jax.training import runners
 from blockqnn_jax.training import steps
 from configs import default
 from configs import quickstart
+from tests.common import ROOT
+from tests.common import SMALL
 
 
 def digits_config(**overrides):
@@ -223,3 +228,69 @@ def test_a_small_block_learns_cifar10(cifar10_data_dir, small_block):
   result = child.evaluate_block(small_block, config)
   assert result['status'] == 'ok', result
   assert result['accuracy'] > 0.3, result  # chance is 0.1
+
+
+def test_no_epoch_shuffles_or_augments_with_a_key_the_network_was_initialised_with(
+    monkeypatch, small_block, tmp_path):
+  """The seed drives the network's initial weights (nnx.Rngs(seed)) and every epoch's
+  shuffle and augmentation: in a search child and in a final training, no epoch key given
+  to the runner is one of the keys the network's initialisation drew (epoch 0's key once
+  was its first). The runner's steps are stood in for: the keys are the point, not the
+  training."""
+  initial, epochs = [], []
+  draw = nnx.RngStream.__call__
+
+  def key_bytes(key) -> bytes:
+    return np.asarray(jax.random.key_data(key)).tobytes()
+
+  def recorded_draw(self):
+    key = draw(self)
+    initial.append(key_bytes(key))
+    return key
+
+  def train_epoch(self, rng, should_stop):  # the child's epoch
+    epochs.append(key_bytes(rng))
+    return np.ones(self.steps_per_epoch)
+
+  def start_epoch(self, epoch, rng, start_step):  # the final training's epoch
+    epochs.append(key_bytes(rng))
+
+  monkeypatch.setattr(nnx.RngStream, '__call__', recorded_draw)
+  monkeypatch.setattr(runners.InMemoryRunner, 'compile', lambda self, *args: None)
+  monkeypatch.setattr(runners.InMemoryRunner, 'train_epoch', train_epoch)
+  monkeypatch.setattr(runners.InMemoryRunner, 'accuracy', lambda self: 0.5)
+  monkeypatch.setattr(runners.InMemoryRunner, 'start_epoch', start_epoch)
+  monkeypatch.setattr(runners.InMemoryRunner, 'step', lambda self, step, rng: jnp.ones(()))
+  config = digits_config(max_train_examples=128, batch_size=64)
+  assert child.evaluate_block(small_block, config)['status'] == 'ok'
+  child_draws = len(initial)
+  config.update(mode='train', block=SMALL)
+  config.train.update(filters=8, repeats=1, epochs=2, batch_size=64)
+  train_final.train_and_evaluate(config, str(tmp_path))
+  assert 0 < child_draws < len(initial)  # each network drew its keys
+  assert len(epochs) == 4  # two epochs each
+  assert not set(initial) & set(epochs)
+
+
+KILLED_AFTER_AN_ITERATION = """
+import os, signal, sys
+from blockqnn_jax import summaries
+from configs import quickstart
+events = summaries.SearchSummaries(sys.argv[1], quickstart.get_config())
+for index in range(8):
+  events.block({'index': index, 'accuracy': 0.5, 'reward': index / 8})
+events.iteration(1, 1.0, [index / 8 for index in range(8)], 7 / 8)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_iteration_s_events_survive_a_kill_right_after_it(tmp_path):
+  """A search killed right after an iteration keeps that iteration's TensorBoard events
+  (tensorboardX's flush() leaves what is still queued unwritten)."""
+  killed = subprocess.run([sys.executable, '-c', KILLED_AFTER_AN_ITERATION, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+  assert killed.returncode == -9, killed.stderr
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert [e.value for e in events.Scalars('block/reward')] == [i / 8 for i in range(8)]
+  assert [(e.step, e.value) for e in events.Scalars('iteration/best_so_far')] == [(1, 7 / 8)]

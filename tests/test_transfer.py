@@ -112,6 +112,9 @@ def test_more_epochs_extend_a_transfer(tmp_path, one_epoch, monkeypatch):
   assert started == [1]  # the second epoch alone is trained
   assert extended['history'][:1] == first['history']
   assert [h['epoch'] for h in extended['history']] == [1, 2]
+  # The added epoch's cosine restarts from the peak: it ends where the first epoch's did.
+  assert extended['history'][1]['learning_rate'] == pytest.approx(
+      first['history'][0]['learning_rate'], rel=1e-6)
 
 
 @pytest.mark.parametrize('field, value, change', [

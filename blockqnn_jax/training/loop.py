@@ -2,9 +2,11 @@
 a finished run writes.
 
 The train state is checkpointed after every epoch and every ``checkpoint_every_seconds``
-(by process 0's clock), with the epoch's losses so far; its step is the run's position.
-Data order and augmentation derive from (seed, epoch, step), so a resumed run ends with
-the same parameters as an uninterrupted one.
+(by process 0's clock), with the epoch's losses so far and the run's epoch totals (the
+epochs it was started with, then each extension's: what its learning-rate schedule
+follows); its step is the run's position. Data order and augmentation derive from (seed,
+epoch, step) (``runners.epoch_key``), so a resumed run ends with the same parameters as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ import os
 import time
 
 from absl import logging
-import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from blockqnn_jax import checkpoint
 from blockqnn_jax import distributed
 from blockqnn_jax import files
 from blockqnn_jax import models
+from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
+from blockqnn_jax.training import runners
 
 FINAL_FILE = 'final.json'
 
@@ -50,9 +52,26 @@ class CheckpointTimer:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(due_here)))
 
 
-def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
-  """Trains ``runner.trainer`` for ``recipe.epochs`` with checkpoints and resume;
-  returns the per-epoch history (loss, learning rate, evaluation metrics)."""
+def epoch_totals(workdir: str, recipe) -> tuple[int, ...]:
+  """The epochs the run in ``workdir`` was started with, then its total after each
+  extension, ending with ``recipe.epochs`` (just that for a new run): what
+  ``recipes.learning_rate_schedule`` follows. From the latest checkpoint; totals not
+  below ``recipe.epochs`` (fewer epochs, with --allow_config_change) are dropped. A
+  checkpoint of a version that did not record them counts as started with
+  ``recipe.epochs``."""
+  checkpointer = checkpoint.TrainingCheckpointer(workdir)
+  meta = checkpointer.latest_meta()
+  checkpointer.close()
+  saved = meta.get('epoch_totals', []) if meta else []
+  return (*[total for total in saved if total < recipe.epochs], recipe.epochs)
+
+
+def fit(runner, config, recipe, workdir: str, schedule,
+        totals: tuple[int, ...]) -> list[dict]:
+  """Trains ``runner.trainer`` for ``recipe.epochs`` with checkpoints and resume, with the
+  learning-rate ``schedule`` of the run's epoch ``totals`` (``epoch_totals``, recorded in
+  every checkpoint); returns the per-epoch history (loss, learning rate, evaluation
+  metrics)."""
   trainer, steps_per_epoch = runner.trainer, runner.steps_per_epoch
   checkpointer = checkpoint.TrainingCheckpointer(workdir)
   meta = checkpointer.latest_meta()
@@ -70,15 +89,12 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
   def save(epoch, step, losses):
     checkpointer.save(epoch * steps_per_epoch + step, trainer.state,
                       {'history': history, 'epoch_losses': [float(x) for x in losses],
-                       'steps_per_epoch': steps_per_epoch})
+                       'steps_per_epoch': steps_per_epoch, 'epoch_totals': list(totals)})
 
-  # Process 0 alone writes TensorBoard events (every process has the same history).
-  writer = SummaryWriter(workdir) if distributed.is_main_process() else None
-  rng = jax.random.key(config.seed)
   # Asked about 10 times an epoch: a save is due within a tenth of an epoch of its time.
   timer = CheckpointTimer(recipe.checkpoint_every_seconds, steps_per_epoch // 10)
   while epoch < recipe.epochs:
-    epoch_rng = jax.random.fold_in(rng, epoch)
+    epoch_rng = runners.epoch_key(config.seed, epoch)
     runner.start_epoch(epoch, epoch_rng, step)
     losses, epoch_losses = epoch_losses, []
     while step < steps_per_epoch:
@@ -94,17 +110,13 @@ def fit(runner, config, recipe, workdir: str, schedule) -> list[dict]:
     if (epoch + 1) % recipe.eval_every_epochs == 0 or epoch + 1 == recipe.epochs:
       entry.update(runner.evaluate())
     history.append(entry)
-    if writer:
-      for key, value in entry.items():
-        if key != 'epoch':
-          writer.add_scalar(f'train/{key}', value, epoch + 1)
-      writer.flush()
+    if distributed.is_main_process():  # process 0 alone: every process has the history
+      summaries.write_scalars(workdir, {f'train/{key}': value for key, value in entry.items()
+                                        if key != 'epoch'}, epoch + 1)
     logging.info('epoch %d/%d: %s', epoch + 1, recipe.epochs, entry)
     epoch, step = epoch + 1, 0
     save(epoch, step, [])
     timer.restart()
-  if writer:
-    writer.close()
   checkpointer.close()
   return history
 
@@ -126,12 +138,13 @@ def _check_resumable(meta: dict, steps_per_epoch: int, workdir: str) -> None:
 
 
 def write_summary(workdir: str, config, recipe, block, model, model_config, history, *,
-                  num_classes: int, image_shape, mean, std) -> dict:
+                  step: int, num_classes: int, image_shape, mean, std) -> dict:
   """``final.json``: the scores, the history, the recipe trained with, and what
-  ``inference.load_model`` needs."""
+  ``inference.load_model`` needs: the train state's ``step``, whose checkpoint holds the
+  weights scored."""
   summary = {
       'codes': block.to_codes(), **{k: v for k, v in history[-1].items() if 'accuracy' in k},
-      'epochs': recipe.epochs, 'params': models.count_params(model),
+      'epochs': recipe.epochs, 'step': step, 'params': models.count_params(model),
       'flops': models.network_flops(block, model_config, image_shape=image_shape,
                                     num_classes=num_classes),
       'num_classes': num_classes, 'image_shape': list(image_shape),

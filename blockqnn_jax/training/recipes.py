@@ -39,22 +39,34 @@ def peak_learning_rate(recipe) -> float:
   return recipe.learning_rate
 
 
-def learning_rate_schedule(recipe, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(recipe, steps_per_epoch: int,
+                           epoch_totals: tuple[int, ...] | None = None) -> optax.Schedule:
   """A recipe's learning rate per step: a linear warm-up from 0 over ``warmup_epochs``,
-  then steps at ``lr_steps`` (epochs counted from the start) or a cosine to 0 at the end."""
+  then steps at ``lr_steps`` (epochs counted from the start) or a cosine to 0 at the end.
+
+  ``epoch_totals``: the epochs the run was started with, then its total after each
+  extension (``recipe.epochs`` alone by default). Steps at fixed epochs need nothing more:
+  an extended run follows the longer recipe. A cosine ends at 0 after the epochs it was
+  planned over, so each extension is a warm restart (SGDR, Loshchilov & Hutter 2017): a
+  new cosine from the peak rate to 0 over the epochs added, without a warm-up.
+  """
   peak = peak_learning_rate(recipe)
   warmup_steps = recipe.warmup_epochs * steps_per_epoch
+  totals = tuple(epoch_totals or (recipe.epochs,))
   if recipe.schedule == 'cosine':
-    decay = optax.cosine_decay_schedule(
-        peak, (recipe.epochs - recipe.warmup_epochs) * steps_per_epoch)
+    starts = (recipe.warmup_epochs, *totals[:-1])
+    decays = [optax.cosine_decay_schedule(peak, (end - start) * steps_per_epoch)
+              for start, end in zip(starts, totals)]
   else:
-    decay = optax.piecewise_constant_schedule(
+    starts = (recipe.warmup_epochs,)
+    decays = [optax.piecewise_constant_schedule(
         peak, {epoch * steps_per_epoch - warmup_steps: recipe.lr_step_factor
-               for epoch in recipe.lr_steps})
-  if not warmup_steps:
-    return decay
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
+               for epoch in recipe.lr_steps})]
+  boundaries = [start * steps_per_epoch for start in starts[1:]]
+  if warmup_steps:
+    decays, boundaries = ([optax.linear_schedule(0.0, peak, warmup_steps), *decays],
+                          [warmup_steps, *boundaries])
+  return optax.join_schedules(decays, boundaries) if boundaries else decays[0]
 
 
 def _parameter_name(path) -> str:
@@ -100,13 +112,15 @@ def final_model_config(config, recipe):
 
 
 def build_trainer(config, recipe, block, model_config, mesh, *, num_classes: int,
-                  channels: int, steps_per_epoch: int, crop_and_flip: bool = True):
+                  channels: int, steps_per_epoch: int, crop_and_flip: bool = True,
+                  epoch_totals: tuple[int, ...] | None = None):
   """The network around ``block`` and its trainer with ``recipe`` (config.train or
-  config.transfer); returns (model, trainer, learning-rate schedule)."""
+  config.transfer) and the schedule of ``epoch_totals`` (``learning_rate_schedule``);
+  returns (model, trainer, learning-rate schedule)."""
   dtype = steps_lib.compute_dtype(config)
   model = models.build_network(block, model_config, num_classes=num_classes,
                                in_channels=channels, dtype=dtype, seed=config.seed)
-  schedule = learning_rate_schedule(recipe, steps_per_epoch)
+  schedule = learning_rate_schedule(recipe, steps_per_epoch, epoch_totals)
   trainer = steps_lib.Trainer(model, sgd_optimizer(recipe, schedule), mesh, dtype,
                               augment=augmenter(recipe, crop_and_flip),
                               label_smoothing=recipe.label_smoothing)

@@ -16,9 +16,21 @@ from jax.sharding import PartitionSpec as P
 from blockqnn_jax import data as data_lib
 from blockqnn_jax.training import steps as steps_lib
 
+# The seed drives two random streams that must differ: the network's initial weights,
+# from nnx.Rngs(seed), whose n-th draw is fold_in(key(seed), n) (one draw per parameter
+# initialised), and the data's shuffle and augmentation, from fold_in(key(seed),
+# DATA_STREAM): a draw no network's initialisation reaches.
+DATA_STREAM = 0x64617461  # 'data' in ASCII, about 1.7e9
+
 # How an epoch's steps are run: 'host', a Python loop dispatching one jitted step per
 # batch; 'device', one jitted lax.scan over the whole epoch (no host work between steps).
 EPOCH_LOOPS = ('host', 'device')
+
+
+def epoch_key(seed: int, epoch: int) -> jax.Array:
+  """The key of an epoch's shuffle and augmentation (each step folds its index into it):
+  from the data's stream of ``seed``, never one the network was initialised with."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DATA_STREAM), epoch)
 
 
 @functools.lru_cache(maxsize=None)
