@@ -278,7 +278,7 @@ from blockqnn_jax import summaries
 from configs import quickstart
 events = summaries.SearchSummaries(sys.argv[1], quickstart.get_config())
 for index in range(8):
-  events.block({'index': index, 'accuracy': 0.5, 'reward': index / 8})
+  events.block({'index': index, 'accuracy': 0.5, 'reward': index / 8, 'cached': True})
 events.iteration(1, 1.0, [index / 8 for index in range(8)], 7 / 8)
 os.kill(os.getpid(), signal.SIGKILL)
 """
