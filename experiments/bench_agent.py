@@ -5,6 +5,10 @@ depth-23 space, the mean reward of Q-learning's epsilon <= 0.3 blocks, and the Q
 vs random margin: that mean minus random search's mean over as many blocks, per seed.
 
   python -m experiments.bench_agent [--schedule_scale=1.0] [--seeds=3] [--exploration=uniform]
+      [--predictor]
+
+With ``--predictor`` Q-learning proposes through the performance predictor
+(``config.search.predictor.enabled``); random search stays unguided, the baseline.
 """
 
 import json
@@ -22,6 +26,7 @@ _SCALE = flags.DEFINE_float('schedule_scale', 1.0, 'Fraction of the paper schedu
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds for the Q-learning vs random comparison.')
 _EXPLORATION = flags.DEFINE_enum('exploration', 'type_first', strategies.EXPLORATIONS,
                                  'config.search.exploration of both strategies.')
+_PREDICTOR = flags.DEFINE_bool('predictor', False, 'Q-learning guided by the predictor.')
 
 
 def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
@@ -29,6 +34,7 @@ def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
   config = default.get_config()
   config.search.strategy = strategy_name
   config.search.exploration = _EXPLORATION.value
+  config.search.predictor.enabled = _PREDICTOR.value and strategy_name == 'qlearning'
   config.search.epsilon_schedule = tuple(
       (eps, max(1, round(n * scale))) for eps, n in config.search.epsilon_schedule)
   start = time.perf_counter()
@@ -50,6 +56,7 @@ def main(argv):
   print(json.dumps({
       'hardware': f'{benchmarking.cpu()} (pure Python: one core used)',
       'exploration': _EXPLORATION.value,
+      'predictor': _PREDICTOR.value,
       'blocks_per_search': len(learned),
       'qlearning_blocks_per_second': [round(r) for r in rates],
       'late_qlearning_reward': [round(m, 4) for m in late_means],
