@@ -70,6 +70,7 @@ class PredictorGuided:
     self.kappa = float(predictor_config.kappa)
     self.seed = int(seed)
     self.rng = np.random.default_rng([self.seed, _STREAM])
+    self._features: dict = {}  # space.features per key: derived, not saved
     self._reset_history()
 
   def _reset_history(self) -> None:
@@ -168,15 +169,16 @@ class PredictorGuided:
       if self.rng.random() < 0.5:
         arch = self.space.mutate(arch, self.rng)
       mutants.append(arch)
-    archs, seen = [], set(self.evaluated) | self.pending
+    archs, rows, seen = [], [], set(self.evaluated) | self.pending
     for arch in [own] + shadow_archs + mutants:
       key = self.space.key(arch)
       if key not in seen:
         seen.add(key)
         archs.append(arch)
+        rows.append(self._features_of(key, arch))
     if not archs:
       return self._first_new(own)
-    features = np.stack([self.space.features(a) for a in archs])
+    features = np.stack(rows)
     if self.acquisition == 'ucb':
       mean, spread = self.predictor.predict(features)
       scores = mean + self.kappa * spread
@@ -184,6 +186,14 @@ class PredictorGuided:
       member = self.rng.integers(self.members)
       scores = self.predictor.member_predictions(features)[member]
     return archs[int(np.argmax(scores))]
+
+  def _features_of(self, key: str, arch) -> np.ndarray:
+    """``space.features(arch)``, kept per key: candidates recur from proposal to proposal
+    (mutations of the same best), and an encoding depends on the architecture alone."""
+    features = self._features.get(key)
+    if features is None:
+      features = self._features[key] = self.space.features(arch)
+    return features
 
   def feedback(self, arch, reward: float) -> None:
     """The wrapped strategy learns the real reward; a new architecture joins the
