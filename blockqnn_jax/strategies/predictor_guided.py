@@ -10,8 +10,9 @@
 3. after it, ``candidates - 1`` more are drawn the strategy's own way (its ``propose`` on
    a shallow copy that draws from the wrapper's generator, so the strategy itself is left
    as it was: Q-learning's epsilon-greedy samples, evolution's tournament winners'
-   mutations, random search's draws) and ``best_mutations`` more are one or two
-   mutations (``space.mutate``, even odds) of the best architecture evaluated;
+   mutations, random search's draws) and, for a strategy named in ``best_mutations_for``,
+   ``best_mutations`` more are one or two mutations (``space.mutate``, even odds) of the
+   best architecture evaluated;
 4. the predictor (``predictor.EnsemblePredictor`` on ``space.features``) ranks the
    distinct ones neither evaluated nor proposed earlier in this iteration, by mean +
    kappa x spread (``'ucb'``) or by one ensemble member drawn at random (``'thompson'``),
@@ -47,7 +48,7 @@ ACQUISITIONS = ('ucb', 'thompson')
 # search's propose() records pending proposals in shared containers, so it is not guided.
 GUIDED = ('qlearning', 'random', 'evolution')
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
-          'acquisition', 'kappa')  # config.search.predictor's
+          'best_mutations_for', 'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
 _STREAM = 0x9E37  # the wrapper's generator: seeded by (seed, this), apart from the strategy's
 
@@ -62,7 +63,10 @@ class PredictorGuided:
     self.ridge = float(predictor_config.ridge)
     self.warmup = int(predictor_config.warmup)
     self.candidates = int(predictor_config.candidates)
-    self.best_mutations = int(predictor_config.best_mutations)
+    # Mutations of the best only for the strategies listed: Q-learning's own greedy
+    # samples rank better late (docs/reproducing.md).
+    self.best_mutations = (int(predictor_config.best_mutations)
+                           if inner.name in predictor_config.best_mutations_for else 0)
     self.acquisition = predictor_config.acquisition
     if self.acquisition not in ACQUISITIONS:
       raise ValueError(f'config.search.predictor.acquisition={self.acquisition!r} is '
