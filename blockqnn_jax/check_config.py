@@ -158,6 +158,9 @@ def check_predictor(config) -> None:
   _check_int(config, 'search.predictor.warmup', 2)
   _check_int(config, 'search.predictor.candidates', 1)
   _check_int(config, 'search.predictor.best_mutations', 0)
+  for name in config.search.predictor.best_mutations_for:
+    if name not in predictor_guided.GUIDED:
+      _fail('search.predictor.best_mutations_for', name, f'names from {predictor_guided.GUIDED}')
   _check_choice(config, 'search.predictor.acquisition', predictor_guided.ACQUISITIONS)
   _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
 

@@ -297,6 +297,7 @@ class SequenceSpace:
     self.description = f'sequence(sizes={list(sizes)})'
     self._separator = '' if max(sizes) <= 10 else ','
     self._actions = [_action_set(range(n), range(n)) for n in sizes]
+    self._mutable = [i for i, n in enumerate(sizes) if n > 1]  # positions mutate can change
     # The feature layout: one-hot blocks per position, then per pair of positions.
     self._offsets = np.concatenate([[0], np.cumsum(sizes)])
     self._pairs = np.array([(i, j) for i in range(len(sizes)) for j in range(i + 1, len(sizes))],
@@ -356,12 +357,13 @@ class SequenceSpace:
   def mutate(self, choices: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
     """One position set to another of its options (Real et al.'s mutation; NAS-Bench-201's
     R_EA changes one edge's operation the same way)."""
-    positions = [i for i, n in enumerate(self.sizes) if n > 1]
+    positions = self._mutable
     if not positions:
       raise RuntimeError(f'{self.description} has one architecture: nothing to mutate')
     i = positions[rng.integers(len(positions))]
-    others = [c for c in range(self.sizes[i]) if c != choices[i]]
-    return choices[:i] + (others[rng.integers(len(others))],) + choices[i + 1:]
+    other = int(rng.integers(self.sizes[i] - 1))  # the other-th option skipping choices[i]
+    other += other >= choices[i]
+    return choices[:i] + (other,) + choices[i + 1:]
 
   @property
   def feature_size(self) -> int:

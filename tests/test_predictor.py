@@ -37,7 +37,8 @@ def search_config(strategy: str, guided: bool = True, **predictor_fields):
   config.update(strategy=strategy, blocks_per_iteration=4,
                 epsilon_schedule=((1.0, 2), (0.5, 20)))
   config.predictor.update(enabled=guided, warmup=6, candidates=10, best_mutations=10,
-                          **predictor_fields)
+                          best_mutations_for=predictor_guided.GUIDED)
+  config.predictor.update(predictor_fields)
   return config
 
 
@@ -189,6 +190,9 @@ def test_a_predictor_that_cannot_fit_falls_back_once_with_one_warning(caplog):
                           "('ucb', 'thompson')"),
     ('warmup', 1, 'config.search.predictor.warmup=1 is not allowed: an integer >= 2'),
     ('kappa_', 1.0, "config.search.predictor.kappa_ is unknown: the fields are "),
+    ('best_mutations_for', ('random', 'local_search'),
+     "config.search.predictor.best_mutations_for='local_search' is not allowed: names "
+     "from ('qlearning', 'random', 'evolution')"),
 ])
 def test_bad_predictor_fields_fail_at_start_up_in_one_line(field, value, message):
   config = default.get_config()
@@ -197,6 +201,14 @@ def test_bad_predictor_fields_fail_at_start_up_in_one_line(field, value, message
   with pytest.raises(check_config.ConfigError) as error:
     check_config.check_predictor(config)
   assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_the_best_mutations_go_to_the_strategies_named_only():
+  config = default.get_config().search
+  for name, mutations in (('qlearning', 0), ('evolution', 150), ('random', 150)):
+    config.strategy = name
+    config.predictor.enabled = True
+    assert strategies.make_strategy(config, 0, SPACE).best_mutations == mutations
 
 
 def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):

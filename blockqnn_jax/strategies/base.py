@@ -81,6 +81,8 @@ class Strategy:
                candidates: np.ndarray | None = None) -> int:
     """One of the candidates (all actions by default): uniformly (``'uniform'``), or a
     uniform group among the candidates' groups, then a uniform candidate of that group."""
+    if candidates is not None and len(candidates) == 1:
+      return int(candidates[0])  # what either way draws: integers(1) takes no random bits
     if self.exploration == 'uniform':
       if candidates is None:
         return int(self.rng.integers(len(actions)))

@@ -10,8 +10,9 @@
 3. after it, ``candidates - 1`` more are drawn the strategy's own way (its ``propose`` on
    a shallow copy that draws from the wrapper's generator, so the strategy itself is left
    as it was: Q-learning's epsilon-greedy samples, evolution's tournament winners'
-   mutations, random search's draws) and ``best_mutations`` more are one or two
-   mutations (``space.mutate``, even odds) of the best architecture evaluated;
+   mutations, random search's draws) and, for a strategy named in ``best_mutations_for``,
+   ``best_mutations`` more are one or two mutations (``space.mutate``, even odds) of the
+   best architecture evaluated;
 4. the predictor (``predictor.EnsemblePredictor`` on ``space.features``) ranks the
    distinct ones neither evaluated nor proposed earlier in this iteration, by mean +
    kappa x spread (``'ucb'``) or by one ensemble member drawn at random (``'thompson'``),
@@ -47,7 +48,7 @@ ACQUISITIONS = ('ucb', 'thompson')
 # search's propose() records pending proposals in shared containers, so it is not guided.
 GUIDED = ('qlearning', 'random', 'evolution')
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
-          'acquisition', 'kappa')  # config.search.predictor's
+          'best_mutations_for', 'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
 _STREAM = 0x9E37  # the wrapper's generator: seeded by (seed, this), apart from the strategy's
 
@@ -62,7 +63,10 @@ class PredictorGuided:
     self.ridge = float(predictor_config.ridge)
     self.warmup = int(predictor_config.warmup)
     self.candidates = int(predictor_config.candidates)
-    self.best_mutations = int(predictor_config.best_mutations)
+    # Mutations of the best only for the strategies listed: Q-learning's own greedy
+    # samples rank better late (docs/reproducing.md).
+    self.best_mutations = (int(predictor_config.best_mutations)
+                           if inner.name in predictor_config.best_mutations_for else 0)
     self.acquisition = predictor_config.acquisition
     if self.acquisition not in ACQUISITIONS:
       raise ValueError(f'config.search.predictor.acquisition={self.acquisition!r} is '
@@ -70,6 +74,7 @@ class PredictorGuided:
     self.kappa = float(predictor_config.kappa)
     self.seed = int(seed)
     self.rng = np.random.default_rng([self.seed, _STREAM])
+    self._features: dict = {}  # space.features per key: derived, not saved
     self._reset_history()
 
   def _reset_history(self) -> None:
@@ -168,15 +173,16 @@ class PredictorGuided:
       if self.rng.random() < 0.5:
         arch = self.space.mutate(arch, self.rng)
       mutants.append(arch)
-    archs, seen = [], set(self.evaluated) | self.pending
+    archs, rows, seen = [], [], set(self.evaluated) | self.pending
     for arch in [own] + shadow_archs + mutants:
       key = self.space.key(arch)
       if key not in seen:
         seen.add(key)
         archs.append(arch)
+        rows.append(self._features_of(key, arch))
     if not archs:
       return self._first_new(own)
-    features = np.stack([self.space.features(a) for a in archs])
+    features = np.stack(rows)
     if self.acquisition == 'ucb':
       mean, spread = self.predictor.predict(features)
       scores = mean + self.kappa * spread
@@ -194,6 +200,14 @@ class PredictorGuided:
       return self.predictor.predict(np.stack([self.space.features(a) for a in archs]))
     except predictor.PredictorError:
       return None
+
+  def _features_of(self, key: str, arch) -> np.ndarray:
+    """``space.features(arch)``, kept per key: candidates recur from proposal to proposal
+    (mutations of the same best), and an encoding depends on the architecture alone."""
+    features = self._features.get(key)
+    if features is None:
+      features = self._features[key] = self.space.features(arch)
+    return features
 
   def feedback(self, arch, reward: float) -> None:
     """The wrapped strategy learns the real reward; a new architecture joins the
