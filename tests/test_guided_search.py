@@ -79,7 +79,8 @@ def test_tensorboard_shows_predicted_against_actual_and_each_iteration_s_spearma
   events = event_accumulator.EventAccumulator(str(workdir), size_guidance={'scalars': 0})
   events.Reload()
   predicted = [r for r in records if 'predicted_reward' in r]
-  shown = events.Scalars('block/predicted_reward')
+  # Written as fed (sample order), stepped by log line: compared in step order.
+  shown = sorted(events.Scalars('block/predicted_reward'), key=lambda e: e.step)
   assert [e.step for e in shown] == [r['index'] for r in predicted]
   assert [e.value for e in shown] == pytest.approx(
       [r['predicted_reward'] for r in predicted], rel=1e-6)
