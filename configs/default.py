@@ -26,7 +26,9 @@ import os
 import ml_collections
 
 
-def get_config():
+def get_config(variant: str = ''):
+  if variant:  # what --config=default:VARIANT passes
+    raise ValueError(f'the default config has no variants, not {variant!r}')
   config = ml_collections.ConfigDict()
 
   # What to do: 'search' for a block; 'train' / 'transfer_imagenet' for a found one.

@@ -11,7 +11,9 @@ and then its best block trained in full, in under a minute:
 from configs import default
 
 
-def get_config():
+def get_config(variant: str = ''):
+  if variant:  # what --config=quickstart:VARIANT passes
+    raise ValueError(f'the quickstart config has no variants, not {variant!r}')
   config = default.get_config()
   config.dataset = 'digits'
   config.validation_examples = 300

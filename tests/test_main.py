@@ -101,7 +101,7 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path, flag, messag
 
 
 def test_config_variants_load():
-  from configs import cifar10, cifar100, quickstart  # pylint: disable=g-import-not-at-top
+  from configs import cifar10, cifar100, default, quickstart  # pylint: disable=g-import-not-at-top
   smoke = cifar10.get_config('smoke')
   assert smoke.early_stop.epochs == 1 and cifar10.get_config().early_stop.epochs == 12
   assert cifar100.get_config().dataset == 'cifar100'
@@ -114,6 +114,10 @@ def test_config_variants_load():
   assert cifar10.get_config().search.learning_rate == 1.0
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     cifar10.get_config('huge')
+  with pytest.raises(ValueError, match="the quickstart config has no variants, not 'smoke'"):
+    quickstart.get_config('smoke')
+  with pytest.raises(ValueError, match="the default config has no variants, not 'smoke'"):
+    default.get_config('smoke')
 
 
 def test_tensorboard_events_hold_the_search(tmp_path):
