@@ -109,6 +109,21 @@ def jittery_search(workdir, children_per_device, compile_ahead, executor='local'
   return outcome(workdir)
 
 
+def crash_then_resume(config, workdir, crash_at: int) -> int:
+  """Runs the search until its ``crash_at``-th evaluation raises, then reruns it to the
+  end; returns the evaluations that finished over both runs (the crashed one excluded)."""
+  crashing = CountingEvaluator(crash_at)
+  try:
+    search.run_search(config, str(workdir), crashing)
+  except Crash:
+    pass
+  else:
+    raise AssertionError(f'the search ended before evaluation {crash_at}')
+  resumed = CountingEvaluator()
+  search.run_search(config, str(workdir), resumed)
+  return crashing.calls - 1 + resumed.calls
+
+
 def outcome(workdir):
   """What must not depend on interruptions: every record and the final agent state."""
   records = results.read_results(str(workdir))

@@ -11,9 +11,9 @@ from tensorboard.backend.event_processing import event_accumulator
 from blockqnn_jax import predictor
 from blockqnn_jax import search
 from blockqnn_jax import search_space
-from tests.interrupt import Crash
 from tests.searches import CountingEvaluator
 from tests.searches import assert_same_outcome
+from tests.searches import crash_then_resume
 from tests.searches import guided
 from tests.searches import outcome
 from tests.searches import resume_config
@@ -37,13 +37,9 @@ def guided_search(tmp_path_factory):
 def test_a_killed_guided_search_resumes_to_what_an_uninterrupted_one_proposes(
     tmp_path, guided_search, crash_at):
   _, expected, expected_calls = guided_search
-  crashing = CountingEvaluator(crash_at)
-  with pytest.raises(Crash):
-    search.run_search(guided_config(), str(tmp_path), crashing)
-  resumed = CountingEvaluator()
-  search.run_search(guided_config(), str(tmp_path), resumed)
+  calls = crash_then_resume(guided_config(), tmp_path, crash_at)
   assert_same_outcome(outcome(tmp_path), expected)
-  assert crashing.calls - 1 + resumed.calls == expected_calls
+  assert calls == expected_calls
 
 
 def test_each_record_holds_the_prediction_made_before_its_iteration_was_fed_back(

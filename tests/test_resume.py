@@ -20,6 +20,7 @@ from blockqnn_jax.analysis import surrogate
 from tests.interrupt import Crash
 from tests.searches import CountingEvaluator
 from tests.searches import assert_same_outcome
+from tests.searches import crash_then_resume
 from tests.searches import outcome
 from tests.searches import resume_config
 
@@ -30,14 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, uninterrupted_search,
                                                              crash_at):
   expected, expected_calls = uninterrupted_search
-  crashing = CountingEvaluator(crash_at)
-  with pytest.raises(Crash):
-    search.run_search(resume_config(), str(tmp_path), crashing)
-  resumed = CountingEvaluator()
-  search.run_search(resume_config(), str(tmp_path), resumed)
+  calls = crash_then_resume(resume_config(), tmp_path, crash_at)
   assert_same_outcome(outcome(tmp_path), expected)
   # Nothing finished was trained again: only the evaluation that crashed is repeated.
-  assert crashing.calls - 1 + resumed.calls == expected_calls
+  assert calls == expected_calls
 
 
 def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, uninterrupted_search):
