@@ -69,6 +69,18 @@ def test_each_record_holds_the_prediction_made_before_its_iteration_was_fed_back
   assert predicted_iterations == 5
 
 
+def spearman_per_iteration(records) -> dict:
+  """What the search should show: each iteration's Spearman between the predicted and the
+  real rewards of the blocks it trained (not cached repeats), where two or more."""
+  expected = {}
+  for iteration in range(6):
+    fresh = [r for r in records if r['iteration'] == iteration and not r['cached']]
+    if len(fresh) > 1:
+      expected[iteration] = stats.spearmanr([r['predicted_reward'] for r in fresh],
+                                            [r['reward'] for r in fresh]).statistic
+  return expected
+
+
 def test_tensorboard_shows_predicted_against_actual_and_each_iteration_s_spearman(
     guided_search):
   workdir, (records, _, _), _ = guided_search
@@ -80,12 +92,7 @@ def test_tensorboard_shows_predicted_against_actual_and_each_iteration_s_spearma
   assert [e.step for e in shown] == [r['index'] for r in predicted]
   assert [e.value for e in shown] == pytest.approx(
       [r['predicted_reward'] for r in predicted], rel=1e-6)
-  expected = {}
-  for iteration in range(6):
-    fresh = [r for r in predicted if r['iteration'] == iteration and not r['cached']]
-    if len(fresh) > 1:
-      expected[iteration] = stats.spearmanr([r['predicted_reward'] for r in fresh],
-                                            [r['reward'] for r in fresh]).statistic
+  expected = spearman_per_iteration(predicted)
   spearman = events.Scalars('iteration/predictor_spearman')
   assert len(expected) == 5
   assert {e.step: e.value for e in spearman} == pytest.approx(expected, rel=1e-6)
@@ -100,12 +107,7 @@ def test_the_spearman_leaves_out_repeats_of_blocks_the_predictor_had_seen(tmp_pa
   search.run_search(config, str(tmp_path), CountingEvaluator())
   records = [r for r in outcome(tmp_path)[0] if 'predicted_reward' in r]
   assert any(r['cached'] for r in records)
-  expected = {}
-  for iteration in range(6):
-    fresh = [r for r in records if r['iteration'] == iteration and not r['cached']]
-    if len(fresh) > 1:
-      expected[iteration] = stats.spearmanr([r['predicted_reward'] for r in fresh],
-                                            [r['reward'] for r in fresh]).statistic
+  expected = spearman_per_iteration(records)
   events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'scalars': 0})
   events.Reload()
   shown = {e.step: e.value for e in events.Scalars('iteration/predictor_spearman')}
