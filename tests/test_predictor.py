@@ -140,6 +140,16 @@ def test_guided_proposals_are_distinct_and_unevaluated():
   assert len(set(keys)) == len(keys) == 40  # 64 cells: each proposal a new one
 
 
+def test_the_remembered_encodings_are_bounded_and_change_no_proposal(monkeypatch):
+  """Catches an unbounded encoding memory (millions of NSC candidates in a real search),
+  and an eviction that returns another candidate's encoding."""
+  _, expected = guided_run(search_config('evolution'), iterations=10)
+  monkeypatch.setattr(predictor_guided, '_FEATURE_MEMORY', 3)
+  strategy, proposals = guided_run(search_config('evolution'), iterations=10)
+  assert len(strategy._features) == 3
+  assert proposals == expected
+
+
 def test_qlearning_replay_holds_real_rewards_only():
   strategy, _ = guided_run(search_config('qlearning'), iterations=10)
   assert len(strategy.inner.memory) == 40

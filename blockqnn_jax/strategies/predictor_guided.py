@@ -35,6 +35,7 @@ the unguided strategy would; a fit is tried again at the next proposal.
 
 from __future__ import annotations
 
+import collections
 import copy
 
 from absl import logging
@@ -50,6 +51,10 @@ GUIDED = ('qlearning', 'random', 'evolution')
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
           'best_mutations_for', 'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
+# Candidates' encodings remembered, the least recently used forgotten first: candidates recur from
+# proposal to proposal (mutations of the same best), but a search of NSC blocks draws
+# millions of distinct ones, at 4 KiB an encoding (516 float64s): 16,384 is 68 MiB at most.
+_FEATURE_MEMORY = 1 << 14
 _STREAM = 0x9E37  # the wrapper's generator: seeded by (seed, this), apart from the strategy's
 
 
@@ -74,7 +79,8 @@ class PredictorGuided:
     self.kappa = float(predictor_config.kappa)
     self.seed = int(seed)
     self.rng = np.random.default_rng([self.seed, _STREAM])
-    self._features: dict = {}  # space.features per key: derived, not saved
+    # space.features per key, least recently used first: derived, not saved.
+    self._features: collections.OrderedDict = collections.OrderedDict()
     self._reset_history()
 
   def _reset_history(self) -> None:
@@ -207,6 +213,10 @@ class PredictorGuided:
     features = self._features.get(key)
     if features is None:
       features = self._features[key] = self.space.features(arch)
+      if len(self._features) > _FEATURE_MEMORY:
+        self._features.popitem(last=False)
+    else:
+      self._features.move_to_end(key)
     return features
 
   def feedback(self, arch, reward: float) -> None:
