@@ -50,7 +50,7 @@ from blockqnn_jax import nsc
 from blockqnn_jax import results as results_lib
 from blockqnn_jax import reward as reward_lib
 from blockqnn_jax import search_space
-from blockqnn_jax import strategies as agent_lib
+from blockqnn_jax import strategies as strategies_lib
 from blockqnn_jax import summaries
 from blockqnn_jax import workdir as workdir_lib
 
@@ -131,8 +131,8 @@ class _SearchRun:
     self.space = space or search_space.NSCSpace(config.search.max_layers)
     self.config, self.workdir = config, workdir
     self.reward_terms = _reward_terms(self.space, config)
-    self.strategy = agent_lib.make_strategy(config.search, config.seed, self.space)
-    self.guided = isinstance(self.strategy, agent_lib.PredictorGuided)
+    self.strategy = strategies_lib.make_strategy(config.search, config.seed, self.space)
+    self.guided = isinstance(self.strategy, strategies_lib.PredictorGuided)
     self.checkpointer = checkpoint_lib.SearchCheckpointer(workdir)
     self.cache: dict[str, dict] = {}
     self.best = None

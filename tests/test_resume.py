@@ -14,7 +14,7 @@ import pytest
 from blockqnn_jax import checkpoint
 from blockqnn_jax import results
 from blockqnn_jax import search
-from blockqnn_jax import strategies as agent_lib
+from blockqnn_jax import strategies as strategies_lib
 from blockqnn_jax import workdir as workdir_lib
 from blockqnn_jax.analysis import surrogate
 from tests.interrupt import Crash
@@ -78,7 +78,7 @@ def test_a_torn_last_line_is_cut_off_and_only_its_child_re_evaluated(tmp_path,
 
 def trained_agent_state():
   config = resume_config()
-  agent = agent_lib.make_strategy(config.search, config.seed)
+  agent = strategies_lib.make_strategy(config.search, config.seed)
   for _ in range(3):
     block = agent.propose()
     agent.feedback(block, surrogate.synthetic_accuracy(block))
@@ -87,7 +87,7 @@ def trained_agent_state():
 
 def test_a_checkpoint_restores_every_array_as_saved_empty_ones_included(tmp_path):
   config = resume_config()
-  fresh = agent_lib.make_strategy(config.search, config.seed).state_dict()
+  fresh = strategies_lib.make_strategy(config.search, config.seed).state_dict()
   assert any(v.size == 0 for v in fresh.values() if isinstance(v, np.ndarray))
   for name, state in (('fresh', fresh), ('trained', trained_agent_state())):
     checkpointer = checkpoint.SearchCheckpointer(str(tmp_path / name))

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from blockqnn_jax import nsc
 from blockqnn_jax import search
-from blockqnn_jax import strategies as agent_lib
+from blockqnn_jax import strategies as strategies_lib
 from blockqnn_jax.analysis import surrogate
 from configs import default
 from tests import hypothesis_blocks
@@ -59,7 +59,7 @@ def test_search_writes_results_and_best_block(tmp_path):
 
 def scripted_strategy(proposals):
   """make_strategy, but the strategy proposes ``proposals`` in turn."""
-  make_strategy = agent_lib.make_strategy
+  make_strategy = strategies_lib.make_strategy
 
   def make(*args):
     strategy = make_strategy(*args)
@@ -88,7 +88,7 @@ def test_isomorphic_blocks_are_not_evaluated_twice(data):
     return {'accuracy': 0.5, 'train_seconds': 1.0}
 
   with tempfile.TemporaryDirectory() as workdir, pytest.MonkeyPatch.context() as patch:
-    patch.setattr(search.agent_lib, 'make_strategy', scripted_strategy(proposals))
+    patch.setattr(search.strategies_lib, 'make_strategy', scripted_strategy(proposals))
     summary = search.run_search(config, workdir, evaluate)
     records = read_results(pathlib.Path(workdir))
   assert calls == [block.to_codes()] and summary['blocks_evaluated'] == 1
