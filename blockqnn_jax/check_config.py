@@ -159,8 +159,8 @@ def check_predictor(config) -> None:
   _check_int(config, 'search.predictor.candidates', 1)
   _check_int(config, 'search.predictor.best_mutations', 0)
   for name in config.search.predictor.best_mutations_for:
-    if name not in predictor_guided.GUIDED:
-      _fail('search.predictor.best_mutations_for', name, f'names from {predictor_guided.GUIDED}')
+    if name not in predictor_guided.DRAWN:
+      _fail('search.predictor.best_mutations_for', name, f'names from {predictor_guided.DRAWN}')
   _check_choice(config, 'search.predictor.acquisition', predictor_guided.ACQUISITIONS)
   _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
 

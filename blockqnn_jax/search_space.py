@@ -321,7 +321,7 @@ class SequenceSpace:
     return list(zip(states, choices))
 
   def key(self, choices: tuple[int, ...]) -> str:
-    return self._separator.join(str(c) for c in choices)
+    return self._separator.join(map(str, choices))
 
   def parse_key(self, key: str) -> tuple[int, ...]:
     """The architecture of a key; a one-line error for a key outside the space."""

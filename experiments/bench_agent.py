@@ -3,6 +3,10 @@
 Prints JSON: blocks/second sampled and learned from (propose + feedback + replay) in the
 depth-23 space, the mean reward of Q-learning's epsilon <= 0.3 blocks, and the Q-learning
 vs random margin: that mean minus random search's mean over as many blocks, per seed.
+Those late blocks include repeats that a search serves from its cache; the distinct blocks
+(what a search trains) and the mean of the ten best are printed beside, because a guided
+search proposes distinct blocks only: at the same schedule it trains more of them, and
+its late mean has no cached repeats of the best to lift it (docs/performance.md).
 
   python -m experiments.bench_agent [--schedule_scale=1.0] [--seeds=3] [--exploration=uniform]
       [--predictor]
@@ -30,7 +34,7 @@ _PREDICTOR = flags.DEFINE_bool('predictor', False, 'Q-learning guided by the pre
 
 
 def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
-  """One search on the landscape; returns (epsilon, reward) per block and blocks/second."""
+  """One search on the landscape; returns its ``strategies.Sample``s and blocks/second."""
   config = default.get_config()
   config.search.strategy = strategy_name
   config.search.exploration = _EXPLORATION.value
@@ -44,15 +48,18 @@ def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
 
 def main(argv):
   del argv
-  margins, late_means, rates = [], [], []
+  margins, late_means, rates, distinct, top_ten = [], [], [], [], []
   for seed in range(_SEEDS.value):
     learned, rate = run('qlearning', seed, _SCALE.value)
     baseline, _ = run('random', seed, _SCALE.value)
-    late = [r for eps, r in learned if eps <= 0.3]
-    tail = [r for _, r in baseline][-len(late):]
+    late = [s.reward for s in learned if s.epsilon <= 0.3]
+    tail = [s.reward for s in baseline][-len(late):]
     late_means.append(sum(late) / len(late))
     margins.append(late_means[-1] - sum(tail) / len(tail))
     rates.append(rate)
+    fresh = sorted(s.reward for s in learned if s.fresh)
+    distinct.append(len(fresh))
+    top_ten.append(sum(fresh[-10:]) / len(fresh[-10:]))
   print(json.dumps({
       'hardware': f'{benchmarking.cpu()} (pure Python: one core used)',
       'exploration': _EXPLORATION.value,
@@ -61,6 +68,8 @@ def main(argv):
       'qlearning_blocks_per_second': [round(r) for r in rates],
       'late_qlearning_reward': [round(m, 4) for m in late_means],
       'late_minus_random_reward': [round(m, 4) for m in margins],
+      'distinct_qlearning_blocks': distinct,
+      'top_ten_distinct_reward': [round(m, 4) for m in top_ten],
   }, indent=1))
 
 

@@ -37,7 +37,7 @@ def search_config(strategy: str, guided: bool = True, **predictor_fields):
   config.update(strategy=strategy, blocks_per_iteration=4,
                 epsilon_schedule=((1.0, 2), (0.5, 20)))
   config.predictor.update(enabled=guided, warmup=6, candidates=10, best_mutations=10,
-                          best_mutations_for=predictor_guided.GUIDED)
+                          best_mutations_for=predictor_guided.DRAWN)
   config.predictor.update(predictor_fields)
   return config
 
@@ -162,8 +162,9 @@ def test_evolution_counts_its_own_proposals_only():
   assert strategy.inner.proposed == 20
 
 
-def test_a_guided_search_resumes_exactly():
-  config = search_config('evolution')
+@pytest.mark.parametrize('strategy_name', ['evolution', 'local_search'])
+def test_a_guided_search_resumes_exactly(strategy_name):
+  config = search_config(strategy_name)
   whole, proposals = guided_run(config, iterations=10)
   first, _ = guided_run(config, iterations=4)
   resumed = strategies.make_strategy(config, 0, SPACE)
@@ -215,7 +216,8 @@ def test_bad_predictor_fields_fail_at_start_up_in_one_line(field, value, message
 
 def test_the_best_mutations_go_to_the_strategies_named_only():
   config = default.get_config().search
-  for name, mutations in (('qlearning', 0), ('evolution', 150), ('random', 150)):
+  for name, mutations in (('qlearning', 0), ('evolution', 150), ('random', 150),
+                          ('local_search', 0)):
     config.strategy = name
     config.predictor.enabled = True
     assert strategies.make_strategy(config, 0, SPACE).best_mutations == mutations
@@ -228,7 +230,8 @@ def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):
     for choices in itertools.product(range(4), repeat=3):
       score = round(100 * landscape(choices))
       f.write(f'{"".join(map(str, choices))},{score},{100 - score}\n')
-  names = ['qlearning+predictor', 'evolution+predictor', 'random+predictor']
+  names = ['qlearning+predictor', 'evolution+predictor', 'random+predictor',
+           'local_search+predictor']
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark_strategies', f'--table={path}',
        '--reward_column=val', '--report_column=test', '--budgets=20', '--runs=2',
@@ -244,12 +247,44 @@ def test_the_benchmark_end_to_end_with_guided_strategies(tmp_path):
   assert output['search_config']['predictor']['warmup'] == 5
 
 
-def test_local_search_is_not_guided():
-  config = default.get_config()
-  config.search.strategy = 'local_search'
-  config.search.predictor.enabled = True
-  with pytest.raises(check_config.ConfigError, match=r"predictor.enabled=True is not allowed: "
-                     r"False with search.strategy='local_search': the predictor guides"):
-    check_config.check_predictor(config)
-  with pytest.raises(ValueError, match='the predictor guides'):
-    strategies.make_strategy(config.search, 0, SPACE)
+def test_guided_local_search_tries_the_neighbour_the_predictor_ranks_best(monkeypatch):
+  """After the warm-up each proposal in a climb is the unproposed neighbour of the climb's
+  best with the highest mean + kappa x spread; before it, local search's own random order."""
+  ranked = []  # (the climb's fresh neighbours' features, their scores)
+  real = predictor_guided.PredictorGuided._scores
+
+  def recording(self, features):
+    scores = real(self, features)
+    ranked.append((features, scores))
+    return scores
+
+  monkeypatch.setattr(predictor_guided.PredictorGuided, '_scores', recording)
+  config = search_config('local_search', kappa=2.0)
+  config.blocks_per_iteration = 1
+  strategy = strategies.make_strategy(config, 0, SPACE)
+  best, unranked = None, 0
+  for _ in range(30):
+    before = len(ranked)
+    arch = strategy.propose()
+    if len(ranked) > before:
+      features, scores = ranked[-1]
+      assert np.array_equal(SPACE.features(arch), features[np.argmax(scores)])
+      climb = strategy.inner.climbs[next(iter(strategy.inner.climbs))][0]
+      fresh = [n for n in SPACE.neighbours(climb)
+               if SPACE.key(n) not in strategy.evaluated]
+      assert arch in fresh and len(features) == len(fresh)
+    else:
+      unranked += 1
+    strategy.feedback(arch, landscape(arch))
+    strategy.end_iteration()
+  assert len(strategy.history) >= 6 and unranked < 30 - 10
+
+
+def test_guided_local_search_is_local_search_until_the_warm_up_ends():
+  guided_config = search_config('local_search', warmup=8)
+  unguided_config = search_config('local_search', guided=False)
+  for config in (guided_config, unguided_config):
+    config.blocks_per_iteration = 1
+  _, guided = guided_run(guided_config, iterations=20)
+  _, unguided = guided_run(unguided_config, iterations=20)
+  assert guided[:8] == unguided[:8] and guided != unguided

@@ -16,14 +16,13 @@ def synthetic_accuracy(block: nsc.Block) -> float:
   return 0.4 + 0.5 * conv3 / len(block)
 
 
-def search_rewards(config, seed: int) -> list[tuple[float, float]]:
-  """(epsilon, reward) of every block of a search on this landscape: the agent driven
-  as ``run_search`` drives it (``strategies.drive``), without logs or checkpoints (thousands of
-  blocks/second)."""
+def search_rewards(config, seed: int) -> list[strategies.Sample]:
+  """Every block of a search on this landscape, as ``run_search`` drives the agent
+  (``strategies.drive``: repeats served from the cache are ``fresh=False``), without logs
+  or checkpoints (thousands of blocks/second)."""
 
   def score(block: nsc.Block) -> float:
     return reward.reward_terms(block, synthetic_accuracy(block), config.reward,
                                config.model.filters)['reward']
 
-  samples = strategies.drive(strategies.make_strategy(config.search, seed), score)
-  return [(sample.epsilon, sample.reward) for sample in samples]
+  return strategies.drive(strategies.make_strategy(config.search, seed), score)

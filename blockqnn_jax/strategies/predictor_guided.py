@@ -20,6 +20,12 @@
    where every candidate is evaluated or pending, the first new one of up to
    ``candidates - 1`` more drawn the strategy's way, else the strategy's own.
 
+Local search is guided differently: its candidates are the unproposed neighbours of its
+climb's best, all of them, and the wrapper gives it the ranking (``LocalSearch.rank``)
+instead of choosing for it; during the warm-up or while the predictor cannot rank, its
+neighbours come in random order as unguided. ``candidates`` and ``best_mutations`` do not
+apply to it.
+
 ``feedback`` passes every evaluated architecture and its real reward to the wrapped
 strategy, so it learns from evaluated architectures only (Q-learning's replay holds real
 rewards, never a prediction), and adds each distinct one to the predictor once, in
@@ -44,10 +50,11 @@ import numpy as np
 from blockqnn_jax import predictor
 
 ACQUISITIONS = ('ucb', 'thompson')
-# The strategies it can guide: their propose() changes only the strategy's generator and
-# counters, so a shallow copy draws candidates without touching the strategy. Local
-# search's propose() records pending proposals in shared containers, so it is not guided.
-GUIDED = ('qlearning', 'random', 'evolution')
+# The strategies it can guide. DRAWN's propose() changes only the strategy's
+# generator and counters, so a shallow copy draws candidates without touching the strategy;
+# local search takes a ranking of its own candidates (LocalSearch.rank).
+DRAWN = ('qlearning', 'random', 'evolution')
+GUIDED = DRAWN + ('local_search',)
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
           'best_mutations_for', 'acquisition', 'kappa')  # config.search.predictor's
 SUFFIX = '+predictor'
@@ -82,6 +89,9 @@ class PredictorGuided:
     # space.features per key, least recently used first: derived, not saved.
     self._features: collections.OrderedDict = collections.OrderedDict()
     self._reset_history()
+    self.ranks_itself = hasattr(inner, 'rank')
+    if self.ranks_itself:
+      inner.rank = self._rank_for_inner
 
   def _reset_history(self) -> None:
     self.history: list[tuple] = []   # (arch, reward) of each distinct evaluation, in order
@@ -118,6 +128,10 @@ class PredictorGuided:
     return self.inner.blocks_per_iteration
 
   def propose(self):
+    if self.ranks_itself:  # it asks _rank_for_inner for its candidates' scores
+      chosen = self.inner.propose()
+      self.pending.add(self.space.key(chosen))
+      return chosen
     own = self.inner.propose()
     if len(self.history) < self.warmup:
       chosen = self._first_new(own)
@@ -170,6 +184,22 @@ class PredictorGuided:
       self.warned = True
     return False
 
+  def _rank_for_inner(self, archs: list) -> np.ndarray | None:
+    """The acquisition's scores of ``archs`` for a strategy that ranks its own
+    candidates; None in the warm-up or while the predictor cannot rank."""
+    if len(self.history) < self.warmup or not self._usable():
+      return None
+    return self._scores(np.stack([self._features_of(self.space.key(a), a) for a in archs]))
+
+  def _scores(self, features: np.ndarray) -> np.ndarray:
+    """Mean + kappa x spread (``'ucb'``), or one ensemble member drawn at random
+    (``'thompson'``)."""
+    if self.acquisition == 'ucb':
+      mean, spread = self.predictor.predict(features)
+      return mean + self.kappa * spread
+    member = self.rng.integers(self.members)
+    return self.predictor.member_predictions(features)[member]
+
   def _choose(self, own):
     """The best candidate by the acquisition, among those neither evaluated nor pending."""
     shadow_archs = self._drawn(self.candidates - 1)
@@ -188,14 +218,7 @@ class PredictorGuided:
         rows.append(self._features_of(key, arch))
     if not archs:
       return self._first_new(own)
-    features = np.stack(rows)
-    if self.acquisition == 'ucb':
-      mean, spread = self.predictor.predict(features)
-      scores = mean + self.kappa * spread
-    else:
-      member = self.rng.integers(self.members)
-      scores = self.predictor.member_predictions(features)[member]
-    return archs[int(np.argmax(scores))]
+    return archs[int(np.argmax(self._scores(np.stack(rows))))]
 
   def predict(self, archs: list) -> tuple[np.ndarray, np.ndarray] | None:
     """The predictor's mean and spread for ``archs`` as it stands (what the search logs
