@@ -42,6 +42,21 @@ def test_a_killed_guided_search_resumes_to_what_an_uninterrupted_one_proposes(
   assert calls == expected_calls
 
 
+def test_a_killed_guided_local_search_resumes_to_what_an_uninterrupted_one_proposes(
+    tmp_path):
+  """Local search takes the predictor's ranking of its climb's neighbours (no candidates
+  drawn), so its resume is its own path through the wrapper."""
+  config = guided_config()
+  config.search.strategy = 'local_search'
+  whole = CountingEvaluator()
+  search.run_search(config, str(tmp_path / 'whole'), whole)
+  calls = crash_then_resume(config, tmp_path / 'resumed', 20)
+  assert_same_outcome(outcome(tmp_path / 'resumed'), outcome(tmp_path / 'whole'))
+  assert calls == whole.calls
+  records = outcome(tmp_path / 'whole')[0]
+  assert sum(r.get('predicted_reward') is not None for r in records) >= 24
+
+
 def test_each_record_holds_the_prediction_made_before_its_iteration_was_fed_back(
     guided_search):
   """The logged prediction is the one of a predictor fit on the earlier iterations'
