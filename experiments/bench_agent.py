@@ -42,7 +42,7 @@ def run(strategy_name: str, seed: int, scale: float) -> tuple[list, float]:
   config.search.epsilon_schedule = tuple(
       (eps, max(1, round(n * scale))) for eps, n in config.search.epsilon_schedule)
   start = time.perf_counter()
-  samples = surrogate.search_rewards(config, seed)
+  samples = surrogate.search_samples(config, seed)
   return samples, len(samples) / (time.perf_counter() - start)
 
 

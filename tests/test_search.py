@@ -116,19 +116,19 @@ def test_bad_evaluate_results_are_clear_errors(tmp_path, bad):
     search.run_search(small_config(), str(tmp_path), lambda block: bad)
 
 
-def search_rewards(strategy_name: str, seed: int) -> list[strategies_lib.Sample]:
+def search_samples(strategy_name: str, seed: int) -> list[strategies_lib.Sample]:
   config = default.get_config()
   config.search.strategy = strategy_name
   config.search.epsilon_schedule = PAPER_SCHEDULE_QUARTER
-  return surrogate.search_rewards(config, seed)
+  return surrogate.search_samples(config, seed)
 
 
 def test_qlearning_beats_random_search_on_a_known_landscape():
   """At a quarter of the paper's schedule (2,496 blocks), over three seeds."""
   margins = []
   for seed in range(3):
-    late = [s.reward for s in search_rewards('qlearning', seed) if s.epsilon <= 0.3]
-    baseline = [s.reward for s in search_rewards('random', seed)][-len(late):]
+    late = [s.reward for s in search_samples('qlearning', seed) if s.epsilon <= 0.3]
+    baseline = [s.reward for s in search_samples('random', seed)][-len(late):]
     margins.append(np.mean(late) - np.mean(baseline))
   assert min(margins) > 0.2, margins
 

@@ -16,7 +16,7 @@ def synthetic_accuracy(block: nsc.Block) -> float:
   return 0.4 + 0.5 * conv3 / len(block)
 
 
-def search_rewards(config, seed: int) -> list[strategies.Sample]:
+def search_samples(config, seed: int) -> list[strategies.Sample]:
   """Every block of a search on this landscape, as ``run_search`` drives the agent
   (``strategies.drive``: repeats served from the cache are ``fresh=False``), without logs
   or checkpoints (thousands of blocks/second)."""

@@ -128,10 +128,8 @@ class PredictorGuided:
     return self.inner.blocks_per_iteration
 
   def propose(self):
-    if self.ranks_itself:  # it asks _rank_for_inner for its candidates' scores
-      chosen = self.inner.propose()
-      self.pending.add(self.space.key(chosen))
-      return chosen
+    if self.ranks_itself:  # it scores its own candidates with _rank_for_inner and keeps
+      return self.inner.propose()  # its own pending proposals
     own = self.inner.propose()
     if len(self.history) < self.warmup:
       chosen = self._first_new(own)
