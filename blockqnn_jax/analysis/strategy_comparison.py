@@ -88,23 +88,59 @@ class WorkerDied(RuntimeError):
   abandoned and nothing is returned."""
 
 
+def _run_chunk(tasks: list) -> list:
+  return [run_one(t) for t in tasks]
+
+
+_POLL_SECONDS = 0.2  # how often the workers' exit codes are looked at
+
+
 def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list:
   """``run_one`` of each task in ``processes`` worker processes, in the tasks' order.
 
   'spawn': a fork of a process that has started JAX's threads (a test session) can
-  deadlock; each worker gets its own copy of the table once. A ``ProcessPoolExecutor``
-  notices a worker that dies (``multiprocessing.Pool.map`` would wait for it forever) and
-  the run ends with ``WorkerDied``."""
+  deadlock; each worker gets its own copy of the table once. A worker that dies ends the
+  run with ``WorkerDied`` (``multiprocessing.Pool.map`` would wait for it forever). The
+  workers' exit codes are watched here as well as by the ``ProcessPoolExecutor``: on
+  Python 3.11 the executor's own thread can crash while it handles a dead worker
+  ("dictionary changed size during iteration"), and then nothing would end the wait."""
   context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(
-      processes, mp_context=context, initializer=_set_table, initargs=(table,)) as pool:
-    try:
-      return list(pool.map(run_one, tasks,
-                           chunksize=max(1, len(tasks) // (8 * processes))))
-    except concurrent.futures.process.BrokenProcessPool:
-      raise WorkerDied(
-          'a worker process died (killed by a signal or out of memory) during the '
-          f'{len(tasks)} runs; none of their results is kept') from None
+  size = max(1, len(tasks) // (8 * processes))
+  pool = concurrent.futures.ProcessPoolExecutor(
+      processes, mp_context=context, initializer=_set_table, initargs=(table,))
+  finished = False
+  try:
+    futures = [pool.submit(_run_chunk, tasks[i:i + size]) for i in range(0, len(tasks), size)]
+    pending = set(futures)
+    while pending:
+      done, pending = concurrent.futures.wait(
+          pending, _POLL_SECONDS, concurrent.futures.FIRST_EXCEPTION)
+      for future in done:
+        future.result()  # a run's own exception, or BrokenProcessPool
+      if pending and _a_worker_died(pool):
+        raise concurrent.futures.process.BrokenProcessPool()
+    finished = True
+    return [curve for future in futures for curve in future.result()]
+  except concurrent.futures.process.BrokenProcessPool:
+    raise WorkerDied(
+        'a worker process died (killed by a signal or out of memory) during the '
+        f'{len(tasks)} runs; none of their results is kept') from None
+  finally:
+    if not finished:
+      for process in _workers(pool):
+        process.kill()
+    pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+def _workers(pool) -> list:
+  try:
+    return list((pool._processes or {}).values())  # pylint: disable=protected-access
+  except RuntimeError:  # changed size while the executor's thread replaced a worker
+    return []
+
+
+def _a_worker_died(pool) -> bool:
+  return any(p.exitcode not in (None, 0) for p in _workers(pool))
 
 
 def summarize(curves: dict) -> dict:
