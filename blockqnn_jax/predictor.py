@@ -7,22 +7,31 @@ training cells is what the search needs (docs/method.md, experiments/predictor_e
 Neither JAX (compile time, per-call dispatch far above a 400-wide solve) nor scikit-learn
 (no incremental ridge) would be faster here.
 
-How it stays cheap. Each member keeps P = (X^T C X + lambda I)^-1 and the sums X^T C y,
-X^T C 1 and 1^T C y, where C holds the member's bootstrap counts; a new point is a
-Sherman-Morrison update of P, O(members x d^2), so no refit ever solves a system. The
-counts are online bagging's (Oza and Russell, 2001): a Poisson(1) count per member and
-point, drawn from a generator seeded by (seed, the point's index), so the ensemble after n
-points depends only on the n points in their order and the seed: replaying a search's
+How it stays cheap. A fit is recursive least squares: each member keeps its weights'
+two parts, u = P X^T C y and v = P X^T C 1, where P = (X^T C X + lambda I)^-1 and C holds
+the member's bootstrap counts; a new point x updates P (Sherman-Morrison) and u and v in
+O(d) given P x, so no fit ever solves a system and the weights are u - mean x v. P itself
+is kept as a matrix less up to ``FOLD`` pending rank-one terms, folded in by one matrix
+product when full; P x reads only the rows of P where x is non-zero (the encodings are
+mostly zeros). A point costs a quarter of a plain rank-one update of P, and a fit no
+matrix product at all (docs/performance.md#the-predictor). The counts
+are online bagging's (Oza and Russell, 2001): a Poisson(1) count per member and point,
+drawn from a generator seeded by (seed, the point's index), so the ensemble after n points
+depends only on the n points in their order and the seed: replaying a search's
 evaluations rebuilds it exactly.
 
 Each member fits the rewards centred on its own weighted mean; the prediction is that
-mean plus x . w. The spread is the members' standard
-deviation.
+mean plus x . w. The spread is the members' standard deviation.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+# Rank-one terms of P held before one matrix product folds them in: 32 measured fastest of
+# 8 to 128 at 405 features (docs/performance.md).
+FOLD = 32
 
 
 class PredictorError(ValueError):
@@ -38,15 +47,17 @@ class EnsemblePredictor:
       raise ValueError(f'predictor needs dimension >= 1, members >= 1 and ridge > 0, got '
                        f'{dimension}, {members}, {ridge}')
     self.dimension, self.members, self.ridge, self.seed = dimension, members, ridge, seed
+    # P per member is inverse[m] - pending[m][:, :pending_count[m]] @ its transpose.
     self.inverse = np.broadcast_to(np.eye(dimension) / ridge,
                                    (members, dimension, dimension)).copy()
-    self.xy = np.zeros((members, dimension))      # X^T C y
-    self.x_sum = np.zeros((members, dimension))   # X^T C 1
-    self.y_sum = np.zeros(members)                # 1^T C y
-    self.count = np.zeros(members)                # 1^T C 1
+    self.pending = np.zeros((members, dimension, FOLD))
+    self.pending_count = np.zeros(members, dtype=np.int64)
+    self.u = np.zeros((members, dimension))  # P X^T C y
+    self.v = np.zeros((members, dimension))  # P X^T C 1
+    self.y_sum = np.zeros(members)           # 1^T C y
+    self.count = np.zeros(members)           # 1^T C 1
     self.points = 0
     self._first: np.ndarray | None = None  # the first point's features, until one differs
-    self._weights: tuple[np.ndarray, np.ndarray] | None = None  # (w, mean) per member
 
   def add(self, features: np.ndarray, reward: float) -> None:
     """One evaluated point; a one-line PredictorError for a vector that cannot be used."""
@@ -61,30 +72,48 @@ class EnsemblePredictor:
       self._first = None
     counts = np.random.default_rng([self.seed, self.points]).poisson(1.0, self.members)
     self.points += 1
-    self._weights = None
+    nonzero = np.flatnonzero(x)
+    values = x[nonzero]
     for m in np.flatnonzero(counts):  # a member that drew 0 copies is unchanged
-      px = self.inverse[m] @ x
-      self.inverse[m] -= np.outer(px * (counts[m] / (1.0 + counts[m] * (px @ x))), px)
-    self.xy += counts[:, None] * reward * x
-    self.x_sum += counts[:, None] * x
+      px = self._times_p(m, nonzero, values)
+      gain = counts[m] / (1.0 + counts[m] * (px[nonzero] @ values))
+      self.u[m] += gain * (reward - self.u[m][nonzero] @ values) * px
+      self.v[m] += gain * (1.0 - self.v[m][nonzero] @ values) * px
+      self._subtract_from_p(m, np.sqrt(gain) * px)
     self.y_sum += counts * reward
     self.count += counts
 
+  def _times_p(self, m: int, nonzero: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """P x for member m, from the rows of P where x is non-zero (P is symmetric)."""
+    px = values @ self.inverse[m][nonzero]
+    held = self.pending_count[m]
+    if held:
+      columns = self.pending[m][:, :held]
+      px -= columns @ (values @ columns[nonzero])
+    return px
+
+  def _subtract_from_p(self, m: int, column: np.ndarray) -> None:
+    """P -= column column^T: held pending, folded into the matrix ``FOLD`` at a time."""
+    held = self.pending_count[m]
+    self.pending[m][:, held] = column
+    self.pending_count[m] = held + 1
+    if held + 1 == FOLD:
+      self.inverse[m] -= self.pending[m] @ self.pending[m].T
+      self.pending_count[m] = 0
+
   def _fit(self) -> tuple[np.ndarray, np.ndarray]:
-    if self._weights is None:
-      if self.points < 2 or np.any(self.count == 0):
-        raise PredictorError(f'{self.points} points: every one of the {self.members} '
-                             'members needs at least one to fit')
-      if self._first is not None:
-        raise PredictorError(f'all {self.points} points have the same features: the '
-                             'encoding cannot tell them apart')
-      mean = self.y_sum / self.count
-      weights = np.einsum('mij,mj->mi', self.inverse,
-                          self.xy - mean[:, None] * self.x_sum)
-      if not np.all(np.isfinite(weights)):
-        raise PredictorError('the ridge weights are not finite')
-      self._weights = (weights, mean)
-    return self._weights
+    """Each member's weights and weighted mean reward."""
+    if self.points < 2 or np.any(self.count == 0):
+      raise PredictorError(f'{self.points} points: every one of the {self.members} '
+                           'members needs at least one to fit')
+    if self._first is not None:
+      raise PredictorError(f'all {self.points} points have the same features: the '
+                           'encoding cannot tell them apart')
+    mean = self.y_sum / self.count
+    weights = self.u - mean[:, None] * self.v
+    if not np.all(np.isfinite(weights)):
+      raise PredictorError('the ridge weights are not finite')
+    return weights, mean
 
   def member_predictions(self, features: np.ndarray) -> np.ndarray:
     """Each member's prediction for each row of ``features``: (members, rows)."""

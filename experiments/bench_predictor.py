@@ -1,6 +1,7 @@
 """The predictor's speed at ``--points`` evaluated architectures, on one core: a full
 refit (every point replayed into a fresh predictor, as a resumed search rebuilds it), one
-more point and its new weights (what a search pays per evaluation), and the ranking of
+more point and its new weights (what a search pays per evaluation; the mean over
+``MORE`` more, so that folding P's pending terms counts its share), and the ranking of
 ``--candidates`` candidates (their features and predictions). On NAS-Bench-201 cells
 (405 features) and random NSC blocks (516). Prints one JSON object.
 
@@ -23,6 +24,10 @@ from blockqnn_jax.analysis import benchmarking
 _POINTS = flags.DEFINE_integer('points', 1000, 'Evaluated architectures.')
 _CANDIDATES = flags.DEFINE_integer('candidates', 200, 'Candidates ranked per proposal.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timings per figure; the fastest is kept.')
+_FOLD = flags.DEFINE_integer('fold', predictor.FOLD,
+                             "Pending rank-one terms per fold of the predictor's P.")
+
+MORE = 64  # points added after --points, one at a time, for the cost of one more
 
 
 def random_architectures(space, count: int, rng: np.random.Generator) -> list:
@@ -49,13 +54,13 @@ def fastest(function, repeats: int) -> float:
 
 def measure(space) -> dict:
   rng = np.random.default_rng(0)
-  archs = random_architectures(space, _POINTS.value + 1 + _CANDIDATES.value, rng)
-  features = np.stack([space.features(a) for a in archs[:_POINTS.value + 1]])
+  archs = random_architectures(space, _POINTS.value + MORE + _CANDIDATES.value, rng)
+  features = np.stack([space.features(a) for a in archs[:_POINTS.value + MORE]])
   rewards = rng.random(len(features))
 
   def refit():
     model = predictor.EnsemblePredictor(space.feature_size)
-    for x, reward in zip(features[:-1], rewards):
+    for x, reward in zip(features[:_POINTS.value], rewards):
       model.add(x, reward)
     return model
 
@@ -66,9 +71,10 @@ def measure(space) -> dict:
     grown.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
                            for k, v in model.__dict__.items()})
     start = time.perf_counter()
-    grown.add(features[-1], rewards[-1])
-    grown.predict(features[:1])
-    return time.perf_counter() - start
+    for x, reward in zip(features[_POINTS.value:], rewards[_POINTS.value:]):
+      grown.add(x, reward)
+      grown.predict(features[:1])
+    return (time.perf_counter() - start) / MORE
 
   def rank():
     candidates = np.stack([space.features(a) for a in archs[-_CANDIDATES.value:]])
@@ -84,6 +90,7 @@ def measure(space) -> dict:
 
 def main(argv):
   del argv
+  predictor.FOLD = _FOLD.value
   print(json.dumps({
       'points': _POINTS.value, 'candidates': _CANDIDATES.value,
       'nasbench201': measure(search_space.SequenceSpace([5] * 6)),

@@ -266,21 +266,31 @@ def pool_workers(parent: int) -> list[int]:
   return workers
 
 
-@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the workers in /proc')
-def test_a_killed_worker_ends_the_experiment_in_one_line(tmp_path):
-  """multiprocessing.Pool.map waited forever for a killed worker's runs."""
+def start_long_experiment(tmp_path, env=None) -> tuple[subprocess.Popen, list[int]]:
+  """The experiment in 2 worker processes, for seconds more than a test needs, and the
+  workers' pids once they have started."""
   table = write_table(tmp_path / 't.csv', landscape_rows())
-  run = subprocess.Popen(  # runs for seconds more than the kill takes, were none killed
+  run = subprocess.Popen(
       [sys.executable, '-m', 'experiments.benchmark_strategies', f'--table={table}',
        '--reward_column=val', '--report_column=test', '--budgets=20', '--runs=20000',
        '--strategies=random', '--processes=2', f'--workdir={tmp_path}/out'],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      start_new_session=True)
+      start_new_session=True, env=env)
+  started = time.monotonic()
+  while not (workers := pool_workers(run.pid)):
+    if run.poll() is not None or time.monotonic() - started > 60:
+      if run.poll() is None:
+        os.killpg(run.pid, signal.SIGKILL)
+      pytest.fail(run.communicate()[1])
+    time.sleep(0.05)
+  return run, workers
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the workers in /proc')
+def test_a_killed_worker_ends_the_experiment_in_one_line(tmp_path):
+  """multiprocessing.Pool.map waited forever for a killed worker's runs."""
+  run, workers = start_long_experiment(tmp_path)
   try:
-    started = time.monotonic()
-    while not (workers := pool_workers(run.pid)):
-      assert run.poll() is None and time.monotonic() - started < 60, run.stderr.read()
-      time.sleep(0.05)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = run.communicate(timeout=20)
   finally:
@@ -293,6 +303,23 @@ def test_a_killed_worker_ends_the_experiment_in_one_line(tmp_path):
       'during the 20000 runs; none of their results is kept; nothing written to '
       f'{tmp_path}/out')
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads the workers\' environment in /proc')
+def test_each_worker_runs_one_blas_thread_unless_the_user_set_it(tmp_path):
+  """One worker per core with BLAS's own threads on top doubled the wall time."""
+  env = {name: value for name, value in os.environ.items()
+         if name not in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+  env['MKL_NUM_THREADS'] = '3'
+  run, workers = start_long_experiment(tmp_path, env)
+  try:
+    with open(f'/proc/{workers[0]}/environ', 'rb') as f:
+      environ = dict(entry.split(b'=', 1) for entry in f.read().split(b'\0') if b'=' in entry)
+  finally:
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+  assert environ[b'OPENBLAS_NUM_THREADS'] == b'1' and environ[b'OMP_NUM_THREADS'] == b'1'
+  assert environ[b'MKL_NUM_THREADS'] == b'3'
 
 
 def test_on_nasbench201_qlearning_beats_evolution_and_random_search():
