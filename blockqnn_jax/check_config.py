@@ -163,6 +163,7 @@ def check_predictor(config) -> None:
       _fail('search.predictor.best_mutations_for', name, f'names from {predictor_guided.DRAWN}')
   _check_choice(config, 'search.predictor.acquisition', predictor_guided.ACQUISITIONS)
   _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
+  _check_number(config, 'search.predictor.own_share', 0.0, 1.0)
 
 
 def check_distributed(config) -> None:

@@ -37,7 +37,7 @@ def search_config(strategy: str, guided: bool = True, **predictor_fields):
   config.update(strategy=strategy, blocks_per_iteration=4,
                 epsilon_schedule=((1.0, 2), (0.5, 20)))
   config.predictor.update(enabled=guided, warmup=6, candidates=10, best_mutations=10,
-                          best_mutations_for=predictor_guided.DRAWN)
+                          best_mutations_for=predictor_guided.DRAWN, own_share=0.0)
   config.predictor.update(predictor_fields)
   return config
 
@@ -65,14 +65,16 @@ def test_the_predictor_learns_nasbench201_cells_a_shuffled_one_does_not():
 
 def test_the_incremental_fit_is_the_ridge_regression_of_its_bootstrap_counts():
   rng = np.random.default_rng(0)
-  x, y = rng.normal(size=(30, 4)), rng.normal(size=30)
-  model = predictor.EnsemblePredictor(4, members=3, ridge=0.5, seed=7)
+  points = 3 * predictor.FOLD + 5  # pending rank-one terms folded in three times
+  x = rng.normal(size=(points, 6)) * (rng.random((points, 6)) < 0.5)  # zeros, as encodings
+  y = rng.normal(size=points)
+  model = predictor.EnsemblePredictor(6, members=3, ridge=0.5, seed=7)
   for row, reward in zip(x, y):
     model.add(row, reward)
-  counts = np.stack([np.random.default_rng([7, i]).poisson(1.0, 3) for i in range(30)]).T
+  counts = np.stack([np.random.default_rng([7, i]).poisson(1.0, 3) for i in range(points)]).T
   for member, c in enumerate(counts):
     mean = (c * y).sum() / c.sum()
-    w = np.linalg.solve(x.T @ (c[:, None] * x) + 0.5 * np.eye(4), x.T @ (c * (y - mean)))
+    w = np.linalg.solve(x.T @ (c[:, None] * x) + 0.5 * np.eye(6), x.T @ (c * (y - mean)))
     np.testing.assert_allclose(model.member_predictions(x)[member], x @ w + mean, atol=1e-9)
 
 
@@ -162,9 +164,11 @@ def test_evolution_counts_its_own_proposals_only():
   assert strategy.inner.proposed == 20
 
 
-@pytest.mark.parametrize('strategy_name', ['evolution', 'local_search'])
-def test_a_guided_search_resumes_exactly(strategy_name):
-  config = search_config(strategy_name)
+@pytest.mark.parametrize('strategy_name, own_share', [('evolution', 0.0), ('evolution', 0.5),
+                                                      ('local_search', 0.0),
+                                                      ('local_search', 0.5)])
+def test_a_guided_search_resumes_exactly(strategy_name, own_share):
+  config = search_config(strategy_name, own_share=own_share)
   whole, proposals = guided_run(config, iterations=10)
   first, _ = guided_run(config, iterations=4)
   resumed = strategies.make_strategy(config, 0, SPACE)
@@ -201,6 +205,8 @@ def test_a_predictor_that_cannot_fit_falls_back_once_with_one_warning(caplog):
                           "('ucb', 'thompson')"),
     ('warmup', 1, 'config.search.predictor.warmup=1 is not allowed: an integer >= 2'),
     ('kappa_', 1.0, "config.search.predictor.kappa_ is unknown: the fields are "),
+    ('own_share', 1.5, 'config.search.predictor.own_share=1.5 is not allowed: a number in '
+                       '[0.0, 1.0]'),
     ('best_mutations_for', ('random', 'local_search'),
      "config.search.predictor.best_mutations_for='local_search' is not allowed: names "
      "from ('qlearning', 'random', 'evolution')"),
@@ -278,6 +284,30 @@ def test_guided_local_search_tries_the_neighbour_the_predictor_ranks_best(monkey
     strategy.feedback(arch, landscape(arch))
     strategy.end_iteration()
   assert len(strategy.history) >= 6 and unranked < 30 - 10
+
+
+@pytest.mark.parametrize('strategy_name', ['random', 'evolution', 'local_search'])
+def test_the_own_share_of_proposals_is_left_to_the_strategy_unranked(monkeypatch,
+                                                                      strategy_name):
+  rankings = []
+  real = predictor_guided.PredictorGuided._scores
+
+  def recording(self, features):
+    rankings.append(len(features))
+    return real(self, features)
+
+  monkeypatch.setattr(predictor_guided.PredictorGuided, '_scores', recording)
+  ranked = {}
+  for share in (0.0, 0.5, 1.0):
+    rankings.clear()
+    config = search_config(strategy_name, own_share=share)
+    config.blocks_per_iteration = 1
+    strategy, proposals = guided_run(config, iterations=30)
+    ranked[share] = len(rankings)
+    keys = [SPACE.key(a) for [a] in proposals]
+    assert len(set(keys)) == len(keys)  # still new architectures only
+  assert ranked[0.0] >= 20 and ranked[1.0] == 0
+  assert 0.25 * ranked[0.0] < ranked[0.5] < 0.75 * ranked[0.0]
 
 
 def test_guided_local_search_is_local_search_until_the_warm_up_ends():

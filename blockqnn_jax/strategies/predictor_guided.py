@@ -18,13 +18,17 @@
    kappa x spread (``'ucb'``) or by one ensemble member drawn at random (``'thompson'``),
    and the best is proposed (the first of equals, the strategy's own proposal first);
    where every candidate is evaluated or pending, the first new one of up to
-   ``candidates - 1`` more drawn the strategy's way, else the strategy's own.
+   ``candidates - 1`` more drawn the strategy's way, else the strategy's own;
+5. except that with probability ``own_share`` (drawn from the wrapper's generator) a
+   proposal after the warm-up skips steps 3 and 4 and is made as in step 2: the strategy's
+   own way, unranked. Ranked proposals only, late in a search, can settle every run in
+   the basin the predictor favours; a share of the strategy's own keeps its diversity.
 
 Local search is guided differently: its candidates are the unproposed neighbours of its
 climb's best, all of them, and the wrapper gives it the ranking (``LocalSearch.rank``)
 instead of choosing for it; during the warm-up or while the predictor cannot rank, its
-neighbours come in random order as unguided. ``candidates`` and ``best_mutations`` do not
-apply to it.
+neighbours come in random order as unguided, and so does a proposal left to it
+(``own_share``). ``candidates`` and ``best_mutations`` do not apply to it.
 
 ``feedback`` passes every evaluated architecture and its real reward to the wrapped
 strategy, so it learns from evaluated architectures only (Q-learning's replay holds real
@@ -56,7 +60,7 @@ ACQUISITIONS = ('ucb', 'thompson')
 DRAWN = ('qlearning', 'random', 'evolution')
 GUIDED = DRAWN + ('local_search',)
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
-          'best_mutations_for', 'acquisition', 'kappa')  # config.search.predictor's
+          'best_mutations_for', 'acquisition', 'kappa', 'own_share')  # config.search.predictor's
 SUFFIX = '+predictor'
 # Candidates' encodings remembered, the least recently used forgotten first: candidates recur from
 # proposal to proposal (mutations of the same best), but a search of NSC blocks draws
@@ -84,6 +88,7 @@ class PredictorGuided:
       raise ValueError(f'config.search.predictor.acquisition={self.acquisition!r} is '
                        f'unknown, allowed {ACQUISITIONS}')
     self.kappa = float(predictor_config.kappa)
+    self.own_share = float(predictor_config.own_share)
     self.seed = int(seed)
     self.rng = np.random.default_rng([self.seed, _STREAM])
     # space.features per key, least recently used first: derived, not saved.
@@ -134,7 +139,7 @@ class PredictorGuided:
     if len(self.history) < self.warmup:
       chosen = self._first_new(own)
     elif self._usable():
-      chosen = self._choose(own)
+      chosen = self._first_new(own) if self._left_to_inner() else self._choose(own)
     else:
       chosen = own
     self.pending.add(self.space.key(chosen))
@@ -185,9 +190,13 @@ class PredictorGuided:
   def _rank_for_inner(self, archs: list) -> np.ndarray | None:
     """The acquisition's scores of ``archs`` for a strategy that ranks its own
     candidates; None in the warm-up or while the predictor cannot rank."""
-    if len(self.history) < self.warmup or not self._usable():
+    if len(self.history) < self.warmup or not self._usable() or self._left_to_inner():
       return None
     return self._scores(np.stack([self._features_of(self.space.key(a), a) for a in archs]))
+
+  def _left_to_inner(self) -> bool:
+    """Whether this proposal after the warm-up is the strategy's own (``own_share``)."""
+    return self.own_share > 0 and self.rng.random() < self.own_share
 
   def _scores(self, features: np.ndarray) -> np.ndarray:
     """Mean + kappa x spread (``'ucb'``), or one ensemble member drawn at random
