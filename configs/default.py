@@ -157,8 +157,10 @@ def get_config(variant: str = ''):
   # strategy's candidates ranked by a bootstrap ensemble of ridge regressions on the
   # space's features (blockqnn_jax/predictor.py), the best unevaluated one proposed.
   config.search.predictor = ml_collections.ConfigDict()
-  # Off: our choice until a search of trained NSC children shows the gain that
-  # NAS-Bench-201 shows (docs/reproducing.md).
+  # Off: our choice. On NAS-Bench-201 it pays at 100 cells (docs/reproducing.md), but at
+  # this schedule a guided search trains about twice the children of an unguided one (which
+  # repeats cached blocks; docs/performance.md#the-predictor), and trained NSC children
+  # have not yet shown the gain.
   config.search.predictor.enabled = False
   # Ensemble members: 5, an independent trial's (bootstrap ensemble of five ridge
   # regressions), which reached 94.17 / 72.33 / 46.20 at 100 NAS-Bench-201 cells.
@@ -187,8 +189,8 @@ def get_config(variant: str = ''):
   # The share of proposals after the warm-up left to the strategy, unranked (its own
   # proposal; a random neighbour for local search), so that ranked proposals do not settle
   # every run in the basin the predictor favours. 0.3: measured on NAS-Bench-201 against
-  # 0 (500 runs at 100 and 500 cells, six data set and protocol pairs; docs/reproducing.md);
-  # not tuned beyond 0.3 (0.5 measured for local search only).
+  # 0 (500 runs at 100 and 500 cells; docs/reproducing.md); no other value measured for
+  # the drawn strategies, 0.5 for local search.
   config.search.predictor.own_share = 0.3
 
   # reward = accuracy - flops_weight * log(1 + FLOPs / FLOPs of one 3x3 conv cell)
