@@ -187,10 +187,11 @@ def get_config(variant: str = ''):
   config.search.predictor.acquisition = 'ucb'
   config.search.predictor.kappa = 0.5
   # The share of proposals after the warm-up left to the strategy, unranked (its own
-  # proposal; a random neighbour for local search), so that ranked proposals do not settle
-  # every run in the basin the predictor favours. 0.3: measured on NAS-Bench-201 against
-  # 0 (500 runs at 100 and 500 cells; docs/reproducing.md); no other value measured for
-  # the drawn strategies, 0.5 for local search.
+  # proposal; for local search a random neighbour, its climbs' starts being random anyway),
+  # so that ranked proposals do not settle every run in the basin the predictor favours.
+  # 0.3: measured on NAS-Bench-201 against 0 (500 runs at 100 and 500 cells;
+  # docs/reproducing.md); no other value measured for the drawn strategies, 0.5 for local
+  # search.
   config.search.predictor.own_share = 0.3
 
   # reward = accuracy - flops_weight * log(1 + FLOPs / FLOPs of one 3x3 conv cell)

@@ -310,6 +310,16 @@ def test_the_own_share_of_proposals_is_left_to_the_strategy_unranked(monkeypatch
   assert 0.25 * ranked[0.0] < ranked[0.5] < 0.75 * ranked[0.0]
 
 
+def test_an_own_share_of_0_draws_no_random_number(monkeypatch):
+  """So a search with own_share 0 proposes what every proposal ranked did before it."""
+  config = search_config('evolution', own_share=0.0)
+  strategy, proposals = guided_run(config, iterations=10)
+  monkeypatch.setattr(predictor_guided.PredictorGuided, '_left_to_inner', lambda self: False)
+  never_left, expected = guided_run(config, iterations=10)
+  assert proposals == expected
+  assert strategy.rng.bit_generator.state == never_left.rng.bit_generator.state
+
+
 def test_guided_local_search_is_local_search_until_the_warm_up_ends():
   guided_config = search_config('local_search', warmup=8)
   unguided_config = search_config('local_search', guided=False)
