@@ -11,7 +11,7 @@ How it stays cheap. A fit is recursive least squares: each member keeps its weig
 two parts, u = P X^T C y and v = P X^T C 1, where P = (X^T C X + lambda I)^-1 and C holds
 the member's bootstrap counts; a new point x updates P (Sherman-Morrison) and u and v in
 O(d) given P x, so no fit ever solves a system and the weights are u - mean x v. P itself
-is kept as a matrix less up to ``FOLD`` pending rank-one terms, folded in by one matrix
+is kept as a matrix less up to ``fold`` pending rank-one terms, folded in by one matrix
 product when full; P x reads only the rows of P where x is non-zero (the encodings are
 mostly zeros). A point costs a quarter of a plain rank-one update of P, and a fit no
 matrix product at all (docs/performance.md#the-predictor). The counts
@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 
-# Rank-one terms of P held before one matrix product folds them in: 32 measured fastest of
-# 8 to 128 at 405 features (docs/performance.md).
+# Rank-one terms of P held before one matrix product folds them in (``fold``): 32 measured
+# fastest of 8 to 128 at 405 features (docs/performance.md).
 FOLD = 32
 
 
@@ -42,15 +42,17 @@ class EnsemblePredictor:
   """``members`` ridge regressions (penalty ``ridge``) on bootstrap counts of the points
   added so far, in ``dimension``-wide feature space."""
 
-  def __init__(self, dimension: int, members: int = 5, ridge: float = 1.0, seed: int = 0):
-    if dimension < 1 or members < 1 or not ridge > 0:
-      raise ValueError(f'predictor needs dimension >= 1, members >= 1 and ridge > 0, got '
-                       f'{dimension}, {members}, {ridge}')
+  def __init__(self, dimension: int, members: int = 5, ridge: float = 1.0, seed: int = 0,
+               fold: int = FOLD):
+    if dimension < 1 or members < 1 or not ridge > 0 or fold < 1:
+      raise ValueError(f'predictor needs dimension >= 1, members >= 1, ridge > 0 and fold '
+                       f'>= 1, got {dimension}, {members}, {ridge}, {fold}')
     self.dimension, self.members, self.ridge, self.seed = dimension, members, ridge, seed
+    self.fold = fold
     # P per member is inverse[m] - pending[m][:, :pending_count[m]] @ its transpose.
     self.inverse = np.broadcast_to(np.eye(dimension) / ridge,
                                    (members, dimension, dimension)).copy()
-    self.pending = np.zeros((members, dimension, FOLD))
+    self.pending = np.zeros((members, dimension, fold))
     self.pending_count = np.zeros(members, dtype=np.int64)
     self.u = np.zeros((members, dimension))  # P X^T C y
     self.v = np.zeros((members, dimension))  # P X^T C 1
@@ -93,11 +95,11 @@ class EnsemblePredictor:
     return px
 
   def _subtract_from_p(self, m: int, column: np.ndarray) -> None:
-    """P -= column column^T: held pending, folded into the matrix ``FOLD`` at a time."""
+    """P -= column column^T: held pending, folded into the matrix ``fold`` at a time."""
     held = self.pending_count[m]
     self.pending[m][:, held] = column
     self.pending_count[m] = held + 1
-    if held + 1 == FOLD:
+    if held + 1 == self.fold:
       self.inverse[m] -= self.pending[m] @ self.pending[m].T
       self.pending_count[m] = 0
 

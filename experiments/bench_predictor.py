@@ -59,7 +59,7 @@ def measure(space) -> dict:
   rewards = rng.random(len(features))
 
   def refit():
-    model = predictor.EnsemblePredictor(space.feature_size)
+    model = predictor.EnsemblePredictor(space.feature_size, fold=_FOLD.value)
     for x, reward in zip(features[:_POINTS.value], rewards):
       model.add(x, reward)
     return model
@@ -67,7 +67,7 @@ def measure(space) -> dict:
   model = refit()
 
   def one_more():
-    grown = predictor.EnsemblePredictor(space.feature_size)
+    grown = predictor.EnsemblePredictor(space.feature_size, fold=_FOLD.value)
     grown.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
                            for k, v in model.__dict__.items()})
     start = time.perf_counter()
@@ -90,7 +90,6 @@ def measure(space) -> dict:
 
 def main(argv):
   del argv
-  predictor.FOLD = _FOLD.value
   print(json.dumps({
       'points': _POINTS.value, 'candidates': _CANDIDATES.value,
       'nasbench201': measure(search_space.SequenceSpace([5] * 6)),

@@ -65,10 +65,10 @@ def test_the_predictor_learns_nasbench201_cells_a_shuffled_one_does_not():
 
 def test_the_incremental_fit_is_the_ridge_regression_of_its_bootstrap_counts():
   rng = np.random.default_rng(0)
-  points = 3 * predictor.FOLD + 5  # pending rank-one terms folded in three times
+  points = 3 * 8 + 5  # pending rank-one terms folded in three times
   x = rng.normal(size=(points, 6)) * (rng.random((points, 6)) < 0.5)  # zeros, as encodings
   y = rng.normal(size=points)
-  model = predictor.EnsemblePredictor(6, members=3, ridge=0.5, seed=7)
+  model = predictor.EnsemblePredictor(6, members=3, ridge=0.5, seed=7, fold=8)
   for row, reward in zip(x, y):
     model.add(row, reward)
   counts = np.stack([np.random.default_rng([7, i]).poisson(1.0, 3) for i in range(points)]).T

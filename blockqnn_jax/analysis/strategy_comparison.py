@@ -102,7 +102,7 @@ _ONE_BLAS_THREAD = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1',
 
 
 @contextlib.contextmanager
-def environment_where_unset(values: dict):
+def _environment_where_unset(values: dict):
   """``os.environ`` with ``values`` for those names not already set, while the block runs
   (a process spawned meanwhile inherits them); a value the user set is kept."""
   added = {name: value for name, value in values.items() if name not in os.environ}
@@ -129,7 +129,7 @@ def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list
       processes, mp_context=context, initializer=_set_table, initargs=(table,))
   finished = False
   try:
-    with environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
+    with _environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
       futures = [pool.submit(_run_chunk, tasks[i:i + size])
                  for i in range(0, len(tasks), size)]
     pending = set(futures)

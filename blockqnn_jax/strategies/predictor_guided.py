@@ -28,7 +28,8 @@ Local search is guided differently: its candidates are the unproposed neighbours
 climb's best, all of them, and the wrapper gives it the ranking (``LocalSearch.rank``)
 instead of choosing for it; during the warm-up or while the predictor cannot rank, its
 neighbours come in random order as unguided, and so does a neighbour left to it
-(``own_share``; a climb's start is random either way). ``candidates`` and ``best_mutations`` do not apply to it.
+(``own_share``; a climb's start is random either way). ``candidates`` and
+``best_mutations`` do not apply to it.
 
 ``feedback`` passes every evaluated architecture and its real reward to the wrapped
 strategy, so it learns from evaluated architectures only (Q-learning's replay holds real
