@@ -164,6 +164,7 @@ def check_predictor(config) -> None:
   _check_choice(config, 'search.predictor.acquisition', predictor_guided.ACQUISITIONS)
   _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
   _check_number(config, 'search.predictor.own_share', 0.0, 1.0)
+  _check_int(config, 'search.predictor.random_first', 0)
 
 
 def check_distributed(config) -> None:

@@ -37,7 +37,8 @@ def search_config(strategy: str, guided: bool = True, **predictor_fields):
   config.update(strategy=strategy, blocks_per_iteration=4,
                 epsilon_schedule=((1.0, 2), (0.5, 20)))
   config.predictor.update(enabled=guided, warmup=6, candidates=10, best_mutations=10,
-                          best_mutations_for=predictor_guided.DRAWN, own_share=0.0)
+                          best_mutations_for=predictor_guided.DRAWN, own_share=0.0,
+                          random_first=0)
   config.predictor.update(predictor_fields)
   return config
 
@@ -164,11 +165,11 @@ def test_evolution_counts_its_own_proposals_only():
   assert strategy.inner.proposed == 20
 
 
-@pytest.mark.parametrize('strategy_name, own_share', [('evolution', 0.0), ('evolution', 0.5),
-                                                      ('local_search', 0.0),
-                                                      ('local_search', 0.5)])
-def test_a_guided_search_resumes_exactly(strategy_name, own_share):
-  config = search_config(strategy_name, own_share=own_share)
+@pytest.mark.parametrize('strategy_name, own_share, random_first', [
+    ('evolution', 0.0, 0), ('evolution', 0.5, 0), ('local_search', 0.0, 0),
+    ('local_search', 0.5, 0), ('local_search', 0.5, 3)])
+def test_a_guided_search_resumes_exactly(strategy_name, own_share, random_first):
+  config = search_config(strategy_name, own_share=own_share, random_first=random_first)
   whole, proposals = guided_run(config, iterations=10)
   first, _ = guided_run(config, iterations=4)
   resumed = strategies.make_strategy(config, 0, SPACE)
@@ -207,6 +208,8 @@ def test_a_predictor_that_cannot_fit_falls_back_once_with_one_warning(caplog):
     ('kappa_', 1.0, "config.search.predictor.kappa_ is unknown: the fields are "),
     ('own_share', 1.5, 'config.search.predictor.own_share=1.5 is not allowed: a number in '
                        '[0.0, 1.0]'),
+    ('random_first', -1, 'config.search.predictor.random_first=-1 is not allowed: an '
+                         'integer >= 0'),
     ('best_mutations_for', ('random', 'local_search'),
      "config.search.predictor.best_mutations_for='local_search' is not allowed: names "
      "from ('qlearning', 'random', 'evolution')"),
@@ -284,6 +287,34 @@ def test_guided_local_search_tries_the_neighbour_the_predictor_ranks_best(monkey
     strategy.feedback(arch, landscape(arch))
     strategy.end_iteration()
   assert len(strategy.history) >= 6 and unranked < 30 - 10
+
+
+def test_guided_local_search_ranks_a_bests_neighbours_after_the_first_few():
+  """After the warm-up the predictor orders a climb's neighbours exactly when
+  ``random_first`` or more of its best's are proposed; before, local search's own random
+  order."""
+  space = search_space.SequenceSpace([4] * 6)  # 18 neighbours each
+  for random_first in (0, 5):
+    config = search_config('local_search', random_first=random_first)
+    config.blocks_per_iteration = 1  # one climb at a time
+    strategy = strategies.make_strategy(config, 0, space)
+    calls = []  # (warmed up, the best's neighbours proposed, ranked) of each choice
+    real = strategy.inner.rank
+
+    def recording(fresh, proposed, real=real, strategy=strategy, calls=calls):
+      scores = real(fresh, proposed)
+      calls.append((len(strategy.history) >= config.predictor.warmup, proposed,
+                    scores is not None))
+      return scores
+
+    strategy.inner.rank = recording
+    for _ in range(60):
+      arch = strategy.propose()
+      strategy.feedback(arch, landscape(arch))
+      strategy.end_iteration()
+    after_warmup = [(proposed, ranked) for warm, proposed, ranked in calls if warm]
+    assert {proposed for proposed, _ in after_warmup} >= {0, random_first, random_first + 1}
+    assert all(ranked == (proposed >= random_first) for proposed, ranked in after_warmup)
 
 
 @pytest.mark.parametrize('strategy_name', ['random', 'evolution', 'local_search'])

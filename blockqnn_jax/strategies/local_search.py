@@ -15,11 +15,11 @@ start a new climb meanwhile, and each reward goes to the climb it was proposed f
 carries on from its new best once that best has neighbours left. Oldest climbs are served
 first. One at a time (``blocks_per_iteration`` 1) there is one climb at a time.
 
-Guided by the predictor (``predictor_guided``), a climb's next proposal is not a random
-neighbour but the one the predictor ranks highest (``rank``, set by the wrapper): the climb
-tries its most promising neighbours first and so moves sooner. Starts stay random: on
-NAS-Bench-201, starting from the best ranked of 50 random draws measured no better
-(docs/reproducing.md).
+Guided by the predictor (``predictor_guided``), a climb's next proposal may be not a random
+neighbour but the one the predictor ranks highest (``rank``, set by the wrapper, which is
+told how many of the best's neighbours are proposed already and so decides when to rank):
+the climb finds an improving neighbour sooner. Starts stay random: on NAS-Bench-201,
+starting from the best ranked of 50 random draws measured no better (docs/reproducing.md).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class LocalSearch(base.Strategy):
     self.next_climb = 0
     self._proposed: set = set()  # keys of evaluated and pending: derived, not saved
     self._neighbours: dict = {}  # key -> neighbours' (key, architecture): derived, not saved
-    # Scores for a list of architectures, or None while it cannot rank (then a random
-    # neighbour): set by predictor_guided, not saved.
+    # rank(unproposed neighbours of a climb's best, how many of its neighbours are proposed):
+    # their scores, or None where it does not rank (then a random one); set by
+    # predictor_guided, not saved.
     self.rank = None
 
   @property
@@ -56,9 +57,10 @@ class LocalSearch(base.Strategy):
 
   def propose(self):
     for climb, (best, _) in self.climbs.items():
-      fresh = [arch for key, arch in self._neighbours_of(best) if key not in self._proposed]
+      neighbours = self._neighbours_of(best)
+      fresh = [arch for key, arch in neighbours if key not in self._proposed]
       if fresh:
-        scores = self.rank(fresh) if self.rank else None
+        scores = self.rank(fresh, len(neighbours) - len(fresh)) if self.rank else None
         if scores is None:
           return self._propose(fresh[self.rng.integers(len(fresh))], climb)
         return self._propose(fresh[int(np.argmax(scores))], climb)

@@ -26,9 +26,14 @@
 
 Local search is guided differently: its candidates are the unproposed neighbours of its
 climb's best, all of them, and the wrapper gives it the ranking (``LocalSearch.rank``)
-instead of choosing for it; during the warm-up or while the predictor cannot rank, its
-neighbours come in random order as unguided, and so does a neighbour left to it
-(``own_share``; a climb's start is random either way). ``candidates`` and
+instead of choosing for it. Until ``random_first`` of a best's neighbours are proposed
+(those proposed before it became the best count, its predecessor among them), the next is
+a random one, as unguided; then the rest come in the predictor's order. Ranked from the
+first, the climbs ended at the best cells less often than in random order, and guided
+local search fell below unguided (docs/reproducing.md#guided-local-search-random_first-8).
+A best with no more neighbours than that is climbed unguided. During the warm-up or while
+the predictor cannot rank, its neighbours come in random order, and so does a neighbour
+left to it (``own_share``; a climb's start is random either way). ``candidates`` and
 ``best_mutations`` do not apply to it.
 
 ``feedback`` passes every evaluated architecture and its real reward to the wrapped
@@ -61,7 +66,8 @@ ACQUISITIONS = ('ucb', 'thompson')
 DRAWN = ('qlearning', 'random', 'evolution')
 GUIDED = DRAWN + ('local_search',)
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
-          'best_mutations_for', 'acquisition', 'kappa', 'own_share')  # config.search.predictor's
+          'best_mutations_for', 'acquisition', 'kappa', 'own_share',
+          'random_first')  # config.search.predictor's
 SUFFIX = '+predictor'
 # Candidates' encodings remembered, the least recently used forgotten first: candidates recur from
 # proposal to proposal (mutations of the same best), but a search of NSC blocks draws
@@ -90,6 +96,7 @@ class PredictorGuided:
                        f'unknown, allowed {ACQUISITIONS}')
     self.kappa = float(predictor_config.kappa)
     self.own_share = float(predictor_config.own_share)
+    self.random_first = int(predictor_config.random_first)
     self.seed = int(seed)
     self.rng = np.random.default_rng([self.seed, _STREAM])
     # space.features per key, least recently used first: derived, not saved.
@@ -188,10 +195,13 @@ class PredictorGuided:
       self.warned = True
     return False
 
-  def _rank_for_inner(self, archs: list) -> np.ndarray | None:
-    """The acquisition's scores of ``archs`` for a strategy that ranks its own
-    candidates; None in the warm-up or while the predictor cannot rank."""
-    if len(self.history) < self.warmup or not self._usable() or self._left_to_inner():
+  def _rank_for_inner(self, archs: list, proposed: int) -> np.ndarray | None:
+    """The acquisition's scores of ``archs``, the unproposed neighbours of a climb's best
+    (``proposed`` of its neighbours proposed already); None (a random one) while
+    ``proposed`` is under ``random_first``, in the warm-up, while the predictor cannot
+    rank, or when left to the strategy."""
+    if (proposed < self.random_first or len(self.history) < self.warmup
+        or not self._usable() or self._left_to_inner()):
       return None
     return self._scores(np.stack([self._features_of(self.space.key(a), a) for a in archs]))
 
