@@ -5,7 +5,8 @@ architectures are evaluated; a run's result is the report column (e.g. the 200-e
 accuracy) of the architecture it found with the highest reward (e.g. the 12-epoch
 validation accuracy). Writes ``benchmark_strategies.json`` and ``.png`` (the best-so-far
 report against evaluations, mean and 95% interval) into ``--workdir``; the last stdout
-line is one JSON object with the results.
+line is one JSON object with the results. Ctrl-C or SIGTERM stops it with its worker
+processes, and nothing is written.
 
   python -m experiments.benchmark_strategies \
     --table=../shared/data/nasbench201/nasbench201.csv --key_column=ops \

@@ -1,5 +1,6 @@
 """Tabular benchmarks: the table loader, the budget driver and the strategy comparison."""
 
+import contextlib
 import csv
 import itertools
 import json
@@ -302,6 +303,35 @@ def test_a_killed_worker_ends_the_experiment_in_one_line(tmp_path):
       'benchmark_strategies: a worker process died (killed by a signal or out of memory) '
       'during the 20000 runs; none of their results is kept; nothing written to '
       f'{tmp_path}/out')
+  assert not (tmp_path / 'out').exists()
+
+
+def running(pid: int) -> bool:
+  """Whether ``pid`` is a process that has not ended (a zombie has)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the workers in /proc')
+def test_sigterm_to_the_experiment_ends_its_workers_too(tmp_path):
+  """Python's default SIGTERM ended the parent alone, and each worker ran on through its
+  chunk of runs (minutes on NAS-Bench-201)."""
+  run, workers = start_long_experiment(tmp_path)
+  try:
+    run.send_signal(signal.SIGTERM)
+    run.wait(timeout=20)  # not communicate(): workers left running would hold its pipes
+    deadline = time.monotonic() + 10
+    while any(map(running, workers)) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    left = [pid for pid in workers if running(pid)]
+  finally:
+    with contextlib.suppress(ProcessLookupError):  # the parent and any worker left
+      os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+  assert run.returncode == 128 + signal.SIGTERM and not left
   assert not (tmp_path / 'out').exists()
 
 

@@ -15,6 +15,8 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 
 from matplotlib.figure import Figure
 import ml_collections
@@ -114,6 +116,28 @@ def _environment_where_unset(values: dict):
       os.environ.pop(name, None)
 
 
+def _exit_on_signal(signum, frame) -> None:
+  del frame
+  raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+  """While the block runs, SIGTERM raises SystemExit (status 143), so that the caller's
+  ``finally`` kills the workers: Python's default handler ends the process at once and
+  leaves them running their chunk for minutes. Only from the main thread, and only where
+  nobody else handles SIGTERM."""
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    yield
+    return
+  signal.signal(signal.SIGTERM, _exit_on_signal)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list:
   """``run_one`` of each task in ``processes`` worker processes, in the tasks' order.
 
@@ -128,29 +152,30 @@ def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list
   pool = concurrent.futures.ProcessPoolExecutor(
       processes, mp_context=context, initializer=_set_table, initargs=(table,))
   finished = False
-  try:
-    with _environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
-      futures = [pool.submit(_run_chunk, tasks[i:i + size])
-                 for i in range(0, len(tasks), size)]
-    pending = set(futures)
-    while pending:
-      done, pending = concurrent.futures.wait(
-          pending, _POLL_SECONDS, concurrent.futures.FIRST_EXCEPTION)
-      for future in done:
-        future.result()  # a run's own exception, or BrokenProcessPool
-      if pending and _a_worker_died(pool):
-        raise concurrent.futures.process.BrokenProcessPool()
-    finished = True
-    return [curve for future in futures for curve in future.result()]
-  except concurrent.futures.process.BrokenProcessPool:
-    raise WorkerDied(
-        'a worker process died (killed by a signal or out of memory) during the '
-        f'{len(tasks)} runs; none of their results is kept') from None
-  finally:
-    if not finished:
-      for process in _workers(pool):
-        process.kill()
-    pool.shutdown(wait=finished, cancel_futures=not finished)
+  with _terminate_as_exit():  # so that the finally below runs on SIGTERM too
+    try:
+      with _environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
+        futures = [pool.submit(_run_chunk, tasks[i:i + size])
+                   for i in range(0, len(tasks), size)]
+      pending = set(futures)
+      while pending:
+        done, pending = concurrent.futures.wait(
+            pending, _POLL_SECONDS, concurrent.futures.FIRST_EXCEPTION)
+        for future in done:
+          future.result()  # a run's own exception, or BrokenProcessPool
+        if pending and _a_worker_died(pool):
+          raise concurrent.futures.process.BrokenProcessPool()
+      finished = True
+      return [curve for future in futures for curve in future.result()]
+    except concurrent.futures.process.BrokenProcessPool:
+      raise WorkerDied(
+          'a worker process died (killed by a signal or out of memory) during the '
+          f'{len(tasks)} runs; none of their results is kept') from None
+    finally:
+      if not finished:
+        for process in _workers(pool):
+          process.kill()
+      pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _workers(pool) -> list:
