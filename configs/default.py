@@ -191,18 +191,19 @@ def get_config(variant: str = ''):
   # The share of proposals after the warm-up left to the strategy, unranked (its own
   # proposal; for local search a random neighbour, its climbs' starts being random anyway),
   # so that ranked proposals do not settle every run in the basin the predictor favours.
-  # 0.3: measured on NAS-Bench-201 against 0 (500 runs at 100 and 500 cells;
-  # docs/reproducing.md); no other value measured for the drawn strategies, 0.5 for local
-  # search.
+  # 0.3: measured on NAS-Bench-201 against 0 (500 runs at 50, 100, 150 and 500 cells:
+  # higher or level in 61 of 66 means; docs/reproducing.md); no other value measured for
+  # the drawn strategies, 0.5 for local search.
   config.search.predictor.own_share = 0.3
   # Guided local search: a random neighbour of a climb's best until this many of its
   # neighbours are proposed (its predecessor among them), then the predictor's order; a
   # best with no more neighbours is climbed unguided. 8: chosen among 4, 8, 12 and 16 on
   # NAS-Bench-201 (24 neighbours a cell) seeds 500-999, 500 runs at 50, 100 and 150 cells,
-  # both protocols; 0, ranking from the first, fell 0.12-0.14 below unguided local search
-  # on CIFAR-100 with the 12-epoch reward (seeds 0-499; docs/reproducing.md). A count, not
-  # a share: an NSC block has from a few to hundreds of neighbours, and a third of hundreds
-  # leaves a climb unguided.
+  # both protocols: it keeps two thirds of the gain of 0 (ranking from the first, which
+  # fell 0.12-0.14 below unguided local search on CIFAR-100 with the 12-epoch reward),
+  # where 12 and 16 keep almost none (docs/reproducing.md). A count, not a share: an NSC
+  # block has from a few to hundreds of neighbours, and a third of hundreds leaves a climb
+  # unguided.
   config.search.predictor.random_first = 8
 
   # reward = accuracy - flops_weight * log(1 + FLOPs / FLOPs of one 3x3 conv cell)

@@ -5,8 +5,9 @@ architectures are evaluated; a run's result is the report column (e.g. the 200-e
 accuracy) of the architecture it found with the highest reward (e.g. the 12-epoch
 validation accuracy). Writes ``benchmark_strategies.json`` and ``.png`` (the best-so-far
 report against evaluations, mean and 95% interval) into ``--workdir``; the last stdout
-line is one JSON object with the results. Ctrl-C or SIGTERM stops it with its worker
-processes, and nothing is written.
+line is one JSON object with the results. Ctrl-C or SIGTERM while the runs execute stops
+it with its worker processes, and nothing is written. ``--first_seed`` moves the seeds:
+choose a setting on one range and report it on another.
 
   python -m experiments.benchmark_strategies \
     --table=../shared/data/nasbench201/nasbench201.csv --key_column=ops \
@@ -45,6 +46,9 @@ _REPORT = flags.DEFINE_string('report_column', None, 'What is reported for its p
 _SIZES = flags.DEFINE_list('sizes', None, 'Choices per position (default: from the keys).')
 _BUDGETS = flags.DEFINE_list('budgets', ['100', '500'], 'Distinct architectures per run.')
 _RUNS = flags.DEFINE_integer('runs', 500, 'Seeded runs per strategy and budget.')
+_FIRST_SEED = flags.DEFINE_integer(
+    'first_seed', 0, 'The runs\' seeds are first_seed..first_seed+runs-1: choose a setting '
+    'on one range, report it on another.')
 _STRATEGIES = flags.DEFINE_list('strategies', ['qlearning', 'random', 'evolution'],
                                 f'Any of {strategy_comparison.STRATEGIES}.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the JSON and the figure go.')
@@ -64,6 +68,8 @@ def main(argv):
     if name not in strategy_comparison.STRATEGIES:
       raise app.UsageError(f'--strategies: {name!r} is unknown, allowed '
                            f'{strategy_comparison.STRATEGIES}')
+  if _FIRST_SEED.value < 0:
+    raise app.UsageError(f'--first_seed: {_FIRST_SEED.value} is negative')
   budgets = sorted(int(b) for b in _BUDGETS.value)
   if budgets[0] < 1:
     raise app.UsageError(f'--budgets: {budgets[0]} is not a positive integer')
@@ -76,7 +82,8 @@ def main(argv):
   search_config = _CONFIG.value.search
   try:
     curves = strategy_comparison.run_all(table, search_config, _STRATEGIES.value, budgets,
-                                         _RUNS.value, _BLOCKS.value, _PROCESSES.value or None)
+                                         _RUNS.value, _BLOCKS.value, _PROCESSES.value or None,
+                                         _FIRST_SEED.value)
   except strategy_comparison.WorkerDied as error:
     sys.exit(f'benchmark_strategies: {error}; nothing written to {_WORKDIR.value}')
   output = {
@@ -87,6 +94,7 @@ def main(argv):
       'optimum': table.best_report,
       'architectures': len(table.rewards),
       'blocks_per_iteration': _BLOCKS.value,
+      'first_seed': _FIRST_SEED.value,
       'search_config': search_config.to_dict(),
       'seconds': round(time.time() - start, 1),
       'hardware': benchmarking.cpu(),

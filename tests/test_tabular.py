@@ -228,13 +228,23 @@ def test_the_experiment_end_to_end(tmp_path):
     assert set(by_budget) == {'5', '20'}
     for result_at in by_budget.values():
       assert result_at['runs'] == 6 and 12 <= result_at['mean'] <= 90
-  assert output['optimum'] == 90
+  assert output['optimum'] == 90 and output['first_seed'] == 0
   # Run in worker processes, each run gives what it gives in this one: runs are seeded.
   table = tabular.load_table(table, 'ops', 'val', 'test')
   in_process = strategy_comparison.run_all(
       table, default.get_config().search, list(output['results']), [5, 20], runs=6,
       processes=1)
   assert output['results'] == strategy_comparison.summarize(in_process)
+  # --first_seed: the runs with seeds 4 and 5 of those six.
+  result = run_experiment([f'--table={tmp_path}/t.csv', '--reward_column=val',
+                           '--report_column=test', '--budgets=5,20', '--runs=2',
+                           '--first_seed=4', '--processes=2', '--strategies=qlearning,random',
+                           f'--workdir={tmp_path}/later'])
+  assert result.returncode == 0, result.stderr
+  later = json.loads(result.stdout.strip().splitlines()[-1])
+  assert later['first_seed'] == 4
+  assert later['results'] == strategy_comparison.summarize(
+      {s: {b: c[4:] for b, c in in_process[s].items()} for s in ('qlearning', 'random')})
   saved = json.loads((tmp_path / 'out' / 'benchmark_strategies.json').read_text())
   assert saved['results'] == output['results']
   assert len(saved['curves']['random']['20']) == 20
@@ -278,7 +288,7 @@ def start_long_experiment(tmp_path, env=None) -> tuple[subprocess.Popen, list[in
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       start_new_session=True, env=env)
   started = time.monotonic()
-  while not (workers := pool_workers(run.pid)):
+  while len(workers := pool_workers(run.pid)) < 2:
     if run.poll() is not None or time.monotonic() - started > 60:
       if run.poll() is None:
         os.killpg(run.pid, signal.SIGKILL)
@@ -330,8 +340,9 @@ def test_sigterm_to_the_experiment_ends_its_workers_too(tmp_path):
   finally:
     with contextlib.suppress(ProcessLookupError):  # the parent and any worker left
       os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-  assert run.returncode == 128 + signal.SIGTERM and not left
+    _, stderr = run.communicate()
+  assert not left, f'workers still running: {left}'
+  assert run.returncode == 128 + signal.SIGTERM, stderr
   assert not (tmp_path / 'out').exists()
 
 
@@ -347,7 +358,7 @@ def test_each_worker_runs_one_blas_thread_unless_the_user_set_it(tmp_path):
       environ = dict(entry.split(b'=', 1) for entry in f.read().split(b'\0') if b'=' in entry)
   finally:
     os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    run.communicate()
   assert environ[b'OPENBLAS_NUM_THREADS'] == b'1' and environ[b'OMP_NUM_THREADS'] == b'1'
   assert environ[b'MKL_NUM_THREADS'] == b'3'
 

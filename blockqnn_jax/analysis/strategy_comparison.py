@@ -70,10 +70,12 @@ def _set_table(table: tabular.Table) -> None:
 
 
 def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
-            blocks_per_iteration: int = 1, processes: int | None = None) -> dict:
-  """``{strategy: {budget: curves}}``, curves an array (runs, budget); seeds 0..runs-1."""
+            blocks_per_iteration: int = 1, processes: int | None = None,
+            first_seed: int = 0) -> dict:
+  """``{strategy: {budget: curves}}``, curves an array (runs, budget); seeds
+  first_seed..first_seed+runs-1 (another range checks a choice made on the first)."""
   tasks = [(search_config, s, b, seed, blocks_per_iteration) for s in strategies
-           for b in budgets for seed in range(runs)]
+           for b in budgets for seed in range(first_seed, first_seed + runs)]
   processes = processes or os.cpu_count() or 1
   if processes == 1:
     _set_table(table)
@@ -118,6 +120,7 @@ def _environment_where_unset(values: dict):
 
 def _exit_on_signal(signum, frame) -> None:
   del frame
+  signal.signal(signum, signal.SIG_IGN)  # a second one must not interrupt the cleanup
   raise SystemExit(128 + signum)
 
 
@@ -131,8 +134,8 @@ def _terminate_as_exit():
       or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
     yield
     return
-  signal.signal(signal.SIGTERM, _exit_on_signal)
   try:
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     yield
   finally:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
