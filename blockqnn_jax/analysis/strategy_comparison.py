@@ -81,7 +81,8 @@ def run_all(table: tabular.Table, search_config, strategies, budgets, runs: int,
     _set_table(table)
     curves = [run_one(t) for t in tasks]
   else:
-    curves = _run_in_processes(table, tasks, processes)
+    with _terminate_as_exit():  # so that _run_in_processes kills its workers on SIGTERM too
+      curves = _run_in_processes(table, tasks, processes)
   out: dict = {s: {} for s in strategies}
   for (_, s, b, _, _), curve in zip(tasks, curves):
     out[s].setdefault(b, []).append(curve)
@@ -126,10 +127,10 @@ def _exit_on_signal(signum, frame) -> None:
 
 @contextlib.contextmanager
 def _terminate_as_exit():
-  """While the block runs, SIGTERM raises SystemExit (status 143), so that the caller's
-  ``finally`` kills the workers: Python's default handler ends the process at once and
-  leaves them running their chunk for minutes. Only from the main thread, and only where
-  nobody else handles SIGTERM."""
+  """While the block runs, SIGTERM raises SystemExit (status 143), so that the
+  ``finally`` of ``_run_in_processes`` kills the workers: Python's default handler ends
+  the process at once and leaves them running their chunk for minutes. Only from the main
+  thread, and only where nobody else handles SIGTERM."""
   if (threading.current_thread() is not threading.main_thread()
       or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
     yield
@@ -155,30 +156,29 @@ def _run_in_processes(table: tabular.Table, tasks: list, processes: int) -> list
   pool = concurrent.futures.ProcessPoolExecutor(
       processes, mp_context=context, initializer=_set_table, initargs=(table,))
   finished = False
-  with _terminate_as_exit():  # so that the finally below runs on SIGTERM too
-    try:
-      with _environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
-        futures = [pool.submit(_run_chunk, tasks[i:i + size])
-                   for i in range(0, len(tasks), size)]
-      pending = set(futures)
-      while pending:
-        done, pending = concurrent.futures.wait(
-            pending, _POLL_SECONDS, concurrent.futures.FIRST_EXCEPTION)
-        for future in done:
-          future.result()  # a run's own exception, or BrokenProcessPool
-        if pending and _a_worker_died(pool):
-          raise concurrent.futures.process.BrokenProcessPool()
-      finished = True
-      return [curve for future in futures for curve in future.result()]
-    except concurrent.futures.process.BrokenProcessPool:
-      raise WorkerDied(
-          'a worker process died (killed by a signal or out of memory) during the '
-          f'{len(tasks)} runs; none of their results is kept') from None
-    finally:
-      if not finished:
-        for process in _workers(pool):
-          process.kill()
-      pool.shutdown(wait=finished, cancel_futures=not finished)
+  try:
+    with _environment_where_unset(_ONE_BLAS_THREAD):  # the workers start as chunks are submitted
+      futures = [pool.submit(_run_chunk, tasks[i:i + size])
+                 for i in range(0, len(tasks), size)]
+    pending = set(futures)
+    while pending:
+      done, pending = concurrent.futures.wait(
+          pending, _POLL_SECONDS, concurrent.futures.FIRST_EXCEPTION)
+      for future in done:
+        future.result()  # a run's own exception, or BrokenProcessPool
+      if pending and _a_worker_died(pool):
+        raise concurrent.futures.process.BrokenProcessPool()
+    finished = True
+    return [curve for future in futures for curve in future.result()]
+  except concurrent.futures.process.BrokenProcessPool:
+    raise WorkerDied(
+        'a worker process died (killed by a signal or out of memory) during the '
+        f'{len(tasks)} runs; none of their results is kept') from None
+  finally:
+    if not finished:
+      for process in _workers(pool):
+        process.kill()
+    pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _workers(pool) -> list:
