@@ -165,6 +165,8 @@ def check_predictor(config) -> None:
   _check_number(config, 'search.predictor.kappa', 0.0, 1e9)
   _check_number(config, 'search.predictor.own_share', 0.0, 1.0)
   _check_int(config, 'search.predictor.random_first', 0)
+  # Below 1: at 1 every reward would be raised to the best, leaving nothing to fit.
+  _check_number(config, 'search.predictor.floor_quantile', 0.0, 0.99)
 
 
 def check_distributed(config) -> None:

@@ -3,13 +3,15 @@ refit (every point replayed into a fresh predictor, as a resumed search rebuilds
 more point and its new weights (what a search pays per evaluation; the mean over
 ``MORE`` more, so that folding P's pending terms counts its share), and the ranking of
 ``--candidates`` candidates (their features and predictions). On NAS-Bench-201 cells
-(405 features) and random NSC blocks (516). Prints one JSON object.
+(405 features) and random NSC blocks (516), the rewards floored as the search's default
+config floors them. Prints one JSON object.
 
   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m experiments.bench_predictor
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -20,6 +22,7 @@ import numpy as np
 from blockqnn_jax import predictor
 from blockqnn_jax import search_space
 from blockqnn_jax.analysis import benchmarking
+from configs import default
 
 _POINTS = flags.DEFINE_integer('points', 1000, 'Evaluated architectures.')
 _CANDIDATES = flags.DEFINE_integer('candidates', 200, 'Candidates ranked per proposal.')
@@ -28,6 +31,7 @@ _FOLD = flags.DEFINE_integer('fold', predictor.FOLD,
                              "Pending rank-one terms per fold of the predictor's P.")
 
 MORE = 64  # points added after --points, one at a time, for the cost of one more
+FLOOR_QUANTILE = default.get_config().search.predictor.floor_quantile
 
 
 def random_architectures(space, count: int, rng: np.random.Generator) -> list:
@@ -59,7 +63,8 @@ def measure(space) -> dict:
   rewards = rng.random(len(features))
 
   def refit():
-    model = predictor.EnsemblePredictor(space.feature_size, fold=_FOLD.value)
+    model = predictor.EnsemblePredictor(space.feature_size, fold=_FOLD.value,
+                                        floor_quantile=FLOOR_QUANTILE)
     for x, reward in zip(features[:_POINTS.value], rewards):
       model.add(x, reward)
     return model
@@ -67,9 +72,7 @@ def measure(space) -> dict:
   model = refit()
 
   def one_more():
-    grown = predictor.EnsemblePredictor(space.feature_size, fold=_FOLD.value)
-    grown.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                           for k, v in model.__dict__.items()})
+    grown = copy.deepcopy(model)
     start = time.perf_counter()
     for x, reward in zip(features[_POINTS.value:], rewards[_POINTS.value:]):
       grown.add(x, reward)

@@ -11,7 +11,8 @@ to training changed.
 Analyses: each distinct block once (its logged reward). For each NSC encoding
 (``search_space.NSC_ENCODINGS``), ``--repeats`` random splits: ``--held_out`` blocks
 scored, and for each training size the predictor (``predictor.EnsemblePredictor``,
-``config.search.predictor``'s members and ridge) trained on that many others; Spearman
+``config.search.predictor``'s members and ridge; the rewards as they are, not floored as
+the search's, since this ranks every held-out block) trained on that many others; Spearman
 and Kendall tau-b of its predictions against the held-out rewards
 (``analysis.correlation``). Prints one JSON object and writes the figure.
 ``--analyse_only`` analyses what the workdir holds so far, training nothing.

@@ -65,7 +65,8 @@ def test_each_record_holds_the_prediction_made_before_its_iteration_was_fed_back
   config = guided_config()
   space = search_space.NSCSpace(config.search.max_layers)
   model = predictor.EnsemblePredictor(space.feature_size, config.search.predictor.members,
-                                      config.search.predictor.ridge, config.seed)
+                                      config.search.predictor.ridge, config.seed,
+                                      floor_quantile=config.search.predictor.floor_quantile)
   seen, predicted_iterations = set(), 0
   for iteration in range(6):
     rows = [r for r in records if r['iteration'] == iteration]

@@ -13,7 +13,8 @@
    mutations, random search's draws) and, for a strategy named in ``best_mutations_for``,
    ``best_mutations`` more are one or two mutations (``space.mutate``, even odds) of the
    best architecture evaluated;
-4. the predictor (``predictor.EnsemblePredictor`` on ``space.features``) ranks the
+4. the predictor (``predictor.EnsemblePredictor`` on ``space.features``, fit to the
+   rewards floored at their ``floor_quantile`` quantile) ranks the
    distinct ones neither evaluated nor proposed earlier in this iteration, by mean +
    kappa x spread (``'ucb'``) or by one ensemble member drawn at random (``'thompson'``),
    and the best is proposed (the first of equals, the strategy's own proposal first);
@@ -67,7 +68,7 @@ DRAWN = ('qlearning', 'random', 'evolution')
 GUIDED = DRAWN + ('local_search',)
 FIELDS = ('enabled', 'members', 'ridge', 'warmup', 'candidates', 'best_mutations',
           'best_mutations_for', 'acquisition', 'kappa', 'own_share',
-          'random_first')  # config.search.predictor's
+          'random_first', 'floor_quantile')  # config.search.predictor's
 SUFFIX = '+predictor'
 # Candidates' encodings remembered, the least recently used forgotten first: candidates recur from
 # proposal to proposal (mutations of the same best), but a search of NSC blocks draws
@@ -84,6 +85,7 @@ class PredictorGuided:
     self.name = inner.name + SUFFIX
     self.members = int(predictor_config.members)
     self.ridge = float(predictor_config.ridge)
+    self.floor_quantile = float(predictor_config.floor_quantile)
     self.warmup = int(predictor_config.warmup)
     self.candidates = int(predictor_config.candidates)
     # Mutations of the best only for the strategies listed: Q-learning's own greedy
@@ -280,7 +282,8 @@ class PredictorGuided:
       features = self.space.features(arch)
       if self.predictor is None:
         self.predictor = predictor.EnsemblePredictor(
-            self.space.feature_size, self.members, self.ridge, self.seed)
+            self.space.feature_size, self.members, self.ridge, self.seed,
+            floor_quantile=self.floor_quantile)
       self.predictor.add(features, reward)
     except (AttributeError, predictor.PredictorError) as error:
       self.unusable = f'{type(error).__name__}: {error}'
